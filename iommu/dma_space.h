@@ -1,0 +1,168 @@
+// The per-requester DMA address space: the only way a device model reaches guest memory.
+//
+// A device gets a DmaSpace& for its requester ID from a DmaSpaceProvider (the IOMMU model, or the
+// bypass provider when there is none). Translation yields regions with permissions; the Read/Write
+// helpers handle page crossing in one place.
+//
+// Thread safety: implementations must allow concurrent calls from any thread (vCPU threads doing
+// MMIO-triggered DMA, device worker threads). SetClient is called once at device construction.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "vmm/guest_memory.h"
+
+namespace ionest {
+
+// Access type bits of a DMA request.
+enum DmaAccess : uint32_t {
+  kDmaRead = 1u << 0,
+  kDmaWrite = 1u << 1,
+  kDmaExec = 1u << 2,  // execute request (PASID TLP prefix ER bit)
+  kDmaPriv = 1u << 3,  // privileged-mode request (PASID TLP prefix PMR bit)
+};
+
+// Request attributes beyond address and access (PCIe 6.0 §6.20 PASID TLP prefix).
+struct DmaAttrs {
+  std::optional<uint32_t> pasid;
+};
+
+struct DmaRegion {
+  uint64_t iova = 0;
+  uint64_t gpa = 0;
+  uint64_t len = 0;
+  uint32_t perms = 0;  // DmaAccess bits the mapping grants
+};
+
+enum class DmaFaultKind {
+  kNotPresent,    // no translation (recoverable through a page request if the device has PRI)
+  kPermission,    // translation present but access not allowed (recoverable through PRI)
+  kBlocked,       // requester/PASID not allowed to DMA at all (context/PASID entry absent, abort)
+  kInvalidEntry,  // a table entry the IOMMU cannot use (reserved bits, bad type...)
+  kBadAddress,    // translated address is not guest RAM, or address beyond the input width
+};
+
+struct DmaFault {
+  DmaFaultKind kind = DmaFaultKind::kBlocked;
+  uint64_t iova = 0;         // first faulting address
+  uint32_t access = 0;       // DmaAccess bits of the request
+  std::optional<uint32_t> pasid;
+  uint32_t reason = 0;       // architecture fault reason code (e.g. VT-d Appendix A), 0 if none
+  bool recorded = false;     // the IOMMU recorded it in its fault log (not a host error)
+};
+
+// Result of Translate: `regions` cover a prefix of the request in order; if `fault` is set the
+// translation stopped at fault->iova. An implementation may return fewer bytes than asked (a prefix)
+// without a fault; callers loop.
+struct Translation {
+  std::vector<DmaRegion> regions;
+  std::optional<DmaFault> fault;
+};
+
+// ATS translation completion (PCIe 6.0 §10.2.3).
+struct AtsTranslation {
+  bool success = false;  // false: Unsupported Request / no translation (the device may use PRI)
+  uint64_t iova = 0;     // page-aligned base of the translated range
+  uint64_t gpa = 0;      // translated address (what the device caches in its ATC)
+  uint64_t size = 4096;  // power of two, >= 4 KiB
+  uint32_t perms = 0;    // R/W/X/Priv granted; 0 with success means "no access"
+};
+
+// Page request (PCIe 6.0 §10.4.1) from a device with PRI.
+struct PageRequest {
+  uint16_t rid = 0;
+  std::optional<uint32_t> pasid;
+  uint64_t addr = 0;  // page address
+  uint32_t access = 0;
+  bool last = true;   // last request in the page request group
+  uint16_t group_index = 0;  // 9 bits
+};
+
+// PRG Response Message (PCIe 6.0 §10.4.2.1).
+enum class PageResponseCode : uint8_t { kSuccess = 0, kInvalidRequest = 1, kResponseFailure = 0xf };
+struct PageResponse {
+  uint16_t rid = 0;
+  std::optional<uint32_t> pasid;
+  uint16_t group_index = 0;
+  PageResponseCode code = PageResponseCode::kSuccess;
+};
+
+// What the IOMMU tells a device (PCIe ATS invalidations and PRG responses). Called on the IOMMU's
+// invalidation path (any thread); implementations must be thread-safe and must not call back into
+// the DmaSpace synchronously while holding their own locks in a way that can deadlock.
+class DmaClient {
+ public:
+  virtual ~DmaClient() = default;
+  virtual void OnPageResponse(const PageResponse& response) {}
+  // Invalidate ATC entries overlapping [addr, addr+size) for `pasid` (nullopt: untagged requests).
+  virtual void OnDeviceTlbInvalidate(std::optional<uint32_t> pasid, uint64_t addr, uint64_t size) {}
+};
+
+class DmaSpace {
+ public:
+  explicit DmaSpace(PhysMemory& memory) : memory_(memory) {}
+  virtual ~DmaSpace() = default;
+
+  virtual Translation Translate(uint64_t iova, uint64_t len, uint32_t access, const DmaAttrs& attrs) = 0;
+
+  // ATS Translation Request. Default: not supported.
+  virtual AtsTranslation AtsTranslate(uint64_t iova, uint32_t access, const DmaAttrs& attrs) { return {}; }
+  // Is a translated request (AT=10b) from this requester allowed to go untranslated to `gpa`?
+  virtual bool AllowTranslatedRequest() { return false; }
+  // Queue a page request. Error if the IOMMU cannot accept page requests from this requester.
+  virtual absl::Status SendPageRequest(const PageRequest& request) {
+    return absl::FailedPreconditionError("this DMA space does not accept page requests");
+  }
+
+  void SetClient(DmaClient* client) { client_ = client; }
+  DmaClient* client() const { return client_; }
+
+  // Copy through the translation. On a translation fault returns a non-OK status and fills *fault
+  // (if given); bytes before the fault may already have been transferred, as on hardware.
+  absl::Status Read(uint64_t iova, void* dst, size_t len, const DmaAttrs& attrs = {}, DmaFault* fault = nullptr);
+  absl::Status Write(uint64_t iova, const void* src, size_t len, const DmaAttrs& attrs = {},
+                     DmaFault* fault = nullptr);
+  // Translated (post-ATS) accesses straight to guest-physical memory, if AllowTranslatedRequest().
+  absl::Status ReadTranslated(uint64_t gpa, void* dst, size_t len);
+  absl::Status WriteTranslated(uint64_t gpa, const void* src, size_t len);
+
+  PhysMemory& memory() { return memory_; }
+
+ private:
+  absl::Status Access(uint64_t iova, uint8_t* buf, size_t len, bool write, const DmaAttrs& attrs, DmaFault* fault);
+  PhysMemory& memory_;
+  DmaClient* client_ = nullptr;
+};
+
+// Identity translation with full permissions: what devices see with --iommu=none.
+class IdentityDmaSpace final : public DmaSpace {
+ public:
+  using DmaSpace::DmaSpace;
+  Translation Translate(uint64_t iova, uint64_t len, uint32_t access, const DmaAttrs& attrs) override;
+  AtsTranslation AtsTranslate(uint64_t iova, uint32_t access, const DmaAttrs& attrs) override;
+  bool AllowTranslatedRequest() override { return true; }
+};
+
+// Hands out the DmaSpace for a requester ID (bus<<8 | devfn). The returned reference lives as long
+// as the provider. Thread-safe.
+class DmaSpaceProvider {
+ public:
+  virtual ~DmaSpaceProvider() = default;
+  virtual DmaSpace& ForRequester(uint16_t rid) = 0;
+};
+
+class BypassDmaProvider final : public DmaSpaceProvider {
+ public:
+  explicit BypassDmaProvider(PhysMemory& memory) : space_(memory) {}
+  DmaSpace& ForRequester(uint16_t rid) override { return space_; }
+
+ private:
+  IdentityDmaSpace space_;
+};
+
+}  // namespace ionest
