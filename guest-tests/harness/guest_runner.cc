@@ -1,0 +1,267 @@
+#include "guest-tests/harness/guest_runner.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "guest-tests/harness/child_process.h"
+#include "guest-tests/harness/disk_image.h"
+#include "guest-tests/harness/kvm_probe.h"
+
+namespace ionest::guest {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Markers printed by the guest kernel / our /init.
+constexpr std::string_view kInitMarker = "ionest-init-start";
+constexpr std::string_view kPanicMarker = "Kernel panic - not syncing";
+constexpr std::string_view kPowerOffMarkers[] = {"reboot: Power down", "reboot: System halted",
+                                                 "reboot: Restarting system"};
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::string Nonce() {
+  std::random_device rd;
+  return absl::StrFormat("%08x%08x", rd(), rd());
+}
+
+void WriteSummary(const std::string& path, int passed, int failed, int skipped, const std::string& note) {
+  if (path.empty()) return;
+  std::ofstream f(path, std::ios::trunc);
+  f << "passed " << passed << "\nfailed " << failed << "\nskipped " << skipped << "\n";
+  if (!note.empty()) f << "note " << note << "\n";
+}
+
+int Skip(const RunnerOptions& o, const std::string& reason) {
+  std::cout << "harness[" << o.name << "]: SKIP: " << reason << "\n"
+            << "harness[" << o.name << "]: " << FormatCounts(0, 0, 1) << std::endl;
+  WriteSummary(o.summary_path, 0, 0, 1, reason);
+  return kExitSkip;
+}
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return !path.empty() && stat(path.c_str(), &st) == 0;
+}
+
+// Splits a byte stream into lines; `sink` gets each complete line.
+class LineSplitter {
+ public:
+  template <typename F>
+  void Add(std::string_view bytes, F&& sink) {
+    for (char c : bytes) {
+      if (c == '\n') {
+        sink(std::string_view(buf_));
+        buf_.clear();
+      } else if (buf_.size() < 64 * 1024) {
+        buf_.push_back(c);
+      }
+    }
+  }
+  template <typename F>
+  void Flush(F&& sink) {
+    if (!buf_.empty()) sink(std::string_view(buf_));
+    buf_.clear();
+  }
+
+ private:
+  std::string buf_;
+};
+
+}  // namespace
+
+std::string FormatCounts(int passed, int failed, int skipped) {
+  std::string s = absl::StrCat(passed, " passed, ", failed, " failed");
+  if (skipped > 0) absl::StrAppend(&s, ", ", skipped, " skipped");
+  return s;
+}
+
+int RunGuestSuite(const RunnerOptions& o) {
+  const std::string tag = absl::StrCat("harness[", o.name, "]: ");
+  for (const auto& [what, path] : {std::pair{"VMM binary", o.vmm}, std::pair{"guest kernel", o.kernel},
+                                   std::pair{"initramfs", o.initrd}}) {
+    if (!FileExists(path)) return Skip(o, absl::StrCat(what, " not found: '", path, "'"));
+  }
+  if (o.kvm_check) {
+    if (absl::Status kvm = ProbeKvm(); !kvm.ok()) return Skip(o, absl::StrCat("KVM unusable: ", kvm.message()));
+  }
+
+  const std::string nonce = Nonce();
+  std::string disk_path;
+  if (o.disk_mib > 0) {
+    disk_path = absl::StrCat(o.work_dir, "/", o.name, "-disk.img");
+    absl::Status st = CreateDiskImage(disk_path, uint64_t{static_cast<uint64_t>(o.disk_mib)} << 20,
+                                      absl::StrCat("ionest-host-pattern-", nonce));
+    if (!st.ok()) {
+      std::cerr << tag << "ERROR: " << st << std::endl;
+      return kExitFail;
+    }
+  }
+
+  std::string cmdline = absl::StrCat("console=ttyS0 ionest_cpus=", o.cpus, " ionest_nonce=", nonce);
+  if (!o.cmdline_extra.empty()) absl::StrAppend(&cmdline, " ", o.cmdline_extra);
+  std::vector<std::string> argv = {o.vmm,      "--kernel", o.kernel,  "--initrd",  o.initrd,
+                                   "--cmdline", cmdline,   "--memory", o.memory,  "--cpus",
+                                   absl::StrCat(o.cpus), "--timeout", absl::StrCat(o.timeout_s)};
+  if (!disk_path.empty()) {
+    argv.push_back("--disk");
+    argv.push_back(disk_path);
+  }
+  argv.insert(argv.end(), o.vmm_args.begin(), o.vmm_args.end());
+
+  std::ofstream log;
+  if (!o.log_path.empty()) {
+    log.open(o.log_path, std::ios::trunc | std::ios::binary);
+    if (!log) std::cerr << tag << "WARNING: cannot write log " << o.log_path << "\n";
+  }
+  const std::string command = absl::StrJoin(argv, " ");
+  std::cout << tag << "running: " << command << std::endl;
+  log << "# " << command << "\n";
+
+  const auto start = Clock::now();
+  auto child_or = ChildProcess::Spawn(argv);
+  if (!child_or.ok()) {
+    std::cerr << tag << "ERROR: " << child_or.status() << std::endl;
+    return kExitFail;
+  }
+  ChildProcess& child = *child_or;
+
+  ktap::Parser parser;
+  LineSplitter out_lines, err_lines;
+  std::optional<Clock::time_point> init_at, ending_at;
+  std::string ending_reason;
+  bool timed_out = false, killed_after_end = false;
+  // The VMM's own --timeout should fire first; the harness kills it grace_s later.
+  const auto grace = std::chrono::seconds(o.grace_s);
+  const auto hard_deadline = start + std::chrono::seconds(o.timeout_s) + grace;
+
+  auto on_console_line = [&](std::string_view line) {
+    parser.Feed(line);
+    if (!init_at && (line.find(kInitMarker) != std::string_view::npos)) {
+      init_at = Clock::now();
+      std::cout << "\n" << tag << absl::StrFormat("/init reached after %.1f s", Seconds(*init_at - start)) << "\n";
+    }
+    if (!ending_at && (line.find(kPanicMarker) != std::string_view::npos)) {
+      ending_at = Clock::now();
+      ending_reason = "guest kernel panic";
+    }
+    for (std::string_view m : kPowerOffMarkers) {
+      if (!ending_at && (line.find(m) != std::string_view::npos)) {
+        ending_at = Clock::now();
+        ending_reason = std::string(m);
+      }
+    }
+  };
+  auto on_vmm_line = [&](std::string_view line) {
+    log << "[vmm] " << line << "\n";
+  };
+
+  char buf[16384];
+  while (child.stdout_fd() >= 0 || child.stderr_fd() >= 0 || !child.TryReap()) {
+    const auto now = Clock::now();
+    if (now >= hard_deadline && !timed_out) {
+      timed_out = true;
+      std::cout << "\n" << tag << "TIMEOUT after " << Seconds(now - start) << " s: killing the VMM" << std::endl;
+      child.Signal(SIGKILL);
+    }
+    if (ending_at && now >= *ending_at + grace && !killed_after_end && !child.exited()) {
+      killed_after_end = true;
+      std::cout << "\n" << tag << "VMM still running " << o.grace_s << " s after '" << ending_reason
+                << "': killing it" << std::endl;
+      child.Signal(SIGKILL);
+    }
+    pollfd fds[2] = {{child.stdout_fd(), POLLIN, 0}, {child.stderr_fd(), POLLIN, 0}};
+    int n = poll(fds, 2, 250);
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t got = read(fds[i].fd, buf, sizeof(buf));
+      if (got <= 0) {
+        if (got < 0 && errno == EINTR) continue;
+        if (i == 0) {
+          out_lines.Flush(on_console_line);
+          child.CloseStdout();
+        } else {
+          err_lines.Flush(on_vmm_line);
+          child.CloseStderr();
+        }
+        continue;
+      }
+      std::string_view bytes(buf, static_cast<size_t>(got));
+      if (i == 0) {
+        std::cout.write(buf, got).flush();
+        log.write(buf, got);
+        out_lines.Add(bytes, on_console_line);
+      } else {
+        std::cerr.write(buf, got).flush();
+        err_lines.Add(bytes, on_vmm_line);
+      }
+    }
+    if (child.stdout_fd() < 0 && child.stderr_fd() < 0 && !child.exited()) {
+      child.TryReap();
+      if (!child.exited()) usleep(100 * 1000);
+    }
+  }
+  child.Reap();
+  const double elapsed = Seconds(Clock::now() - start);
+  log.flush();
+
+  ktap::Summary summary = parser.Finish();
+  auto add_error = [&](std::string msg) {
+    summary.errors.push_back(std::move(msg));
+    ++summary.failed;
+  };
+  if (timed_out) add_error(absl::StrCat("timeout: no power-off within ", o.timeout_s, " s (+ grace)"));
+  if (ending_reason == "guest kernel panic") add_error("guest kernel panic");
+  const int ws = child.wait_status();
+  const bool vmm_ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
+  if (!vmm_ok && !timed_out && !killed_after_end) {
+    add_error(absl::StrCat("VMM ", DescribeWaitStatus(ws)));
+  }
+  if (o.disk_check && !disk_path.empty()) {
+    auto line = ReadFirstLine(disk_path);
+    const std::string want = absl::StrCat("ionest-guest-pattern-", nonce);
+    ktap::Case c{.name = "host.disk_image_has_guest_pattern"};
+    if (line.ok() && *line == want) {
+      c.outcome = ktap::Outcome::kPass;
+      ++summary.passed;
+    } else {
+      c.outcome = ktap::Outcome::kFail;
+      c.directive = line.ok() ? absl::StrCat("first line '", line->substr(0, 80), "'") : line.status().ToString();
+      ++summary.failed;
+    }
+    summary.cases.push_back(c);
+  }
+
+  std::cout << "\n";
+  for (const auto& c : summary.cases) {
+    const char* word = c.outcome == ktap::Outcome::kPass ? "PASS" : c.outcome == ktap::Outcome::kFail ? "FAIL" : "SKIP";
+    std::cout << tag << word << " " << c.name << (c.directive.empty() ? "" : "  # " + c.directive) << "\n";
+  }
+  for (const auto& e : summary.errors) std::cout << tag << "ERROR " << e << "\n";
+  if (killed_after_end) {
+    std::cout << tag << "WARNING: the VMM did not exit after '" << ending_reason << "' (killed)\n";
+  }
+  std::cout << tag << absl::StrFormat("VMM %s after %.1f s", DescribeWaitStatus(ws), elapsed);
+  if (init_at) std::cout << absl::StrFormat("; /init after %.1f s", Seconds(*init_at - start));
+  std::cout << "\n" << tag << FormatCounts(summary.passed, summary.failed, summary.skipped) << std::endl;
+  if (!o.log_path.empty()) std::cout << tag << "console log: " << o.log_path << std::endl;
+  WriteSummary(o.summary_path, summary.passed, summary.failed, summary.skipped, "");
+  const bool pass = summary.failed == 0 && summary.saw_plan;
+  return pass ? kExitPass : kExitFail;
+}
+
+}  // namespace ionest::guest
