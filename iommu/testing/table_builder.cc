@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_format.h"
 
-namespace ionest::testing {
+namespace ionest::iommu_testing {
 
 absl::StatusOr<uint64_t> PageAllocator::AllocPage() {
   if (next_ + kPage4K > end_ || next_ + kPage4K < next_)
@@ -120,4 +120,4 @@ absl::Status SecondStageTableBuilder::Map(uint64_t iova, uint64_t pa, uint64_t s
   return MapRange(iova, pa, size, page_size, LeafFlags(perms) | extra);
 }
 
-}  // namespace ionest::testing
+}  // namespace ionest::iommu_testing

@@ -12,7 +12,7 @@
 #include "iommu/second_stage.h"
 #include "vmm/guest_memory.h"
 
-namespace ionest::testing {
+namespace ionest::iommu_testing {
 
 // Hands out zeroed 4 KiB pages from [base, base + size) of `memory`.
 class PageAllocator {
@@ -105,4 +105,4 @@ class SecondStageTableBuilder final : public TableBuilder {
   uint64_t AddrMask() const override { return ss::kAddrMask; }
 };
 
-}  // namespace ionest::testing
+}  // namespace ionest::iommu_testing
