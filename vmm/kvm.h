@@ -1,0 +1,118 @@
+// RAII wrappers over the KVM API: the system fd (/dev/kvm), a VM fd and vCPU fds.
+//
+// Thread safety: KvmSystem/KvmVm are set up on the main thread before vCPUs start; VM ioctls used
+// afterwards (SignalMsi, Translate via the vCPU) are safe from any thread (the kernel serialises).
+// A KvmVcpu is used only by its own vCPU thread, except RequestExit(), which any thread may call.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace ionest {
+
+// Owns a file descriptor; closes it on destruction.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd();
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// ioctl that retries on EINTR and turns failures into a Status naming the request.
+absl::StatusOr<int> Ioctl(int fd, unsigned long request, void* arg, const char* what);
+absl::StatusOr<int> IoctlValue(int fd, unsigned long request, unsigned long arg, const char* what);
+
+class KvmVm;
+
+class KvmSystem {
+ public:
+  // Opens /dev/kvm (or `path`) and checks the API version. Errors name the cause and the fix
+  // (missing device: load the kvm module; EACCES: add the user to group kvm or fix permissions).
+  static absl::StatusOr<std::unique_ptr<KvmSystem>> Open(const std::string& path = "/dev/kvm");
+  int CheckExtension(int cap) const;  // KVM_CHECK_EXTENSION on the system fd; 0 if absent
+  absl::Status RequireExtension(int cap, const char* name) const;
+  absl::StatusOr<int> VcpuMmapSize() const;
+  absl::StatusOr<std::vector<kvm_cpuid_entry2>> SupportedCpuid() const;
+  absl::StatusOr<std::unique_ptr<KvmVm>> CreateVm();
+  int fd() const { return fd_.get(); }
+
+ private:
+  explicit KvmSystem(Fd fd) : fd_(std::move(fd)) {}
+  Fd fd_;
+};
+
+class KvmVcpu;
+
+class KvmVm {
+ public:
+  KvmVm(KvmSystem& sys, Fd fd) : sys_(sys), fd_(std::move(fd)) {}
+  int CheckExtension(int cap) const;  // on the VM fd (falls back to the system fd)
+  absl::Status EnableCap(uint32_t cap, uint64_t arg0 = 0);
+  absl::Status SetUserMemoryRegion(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
+  absl::Status SetTssAddr(uint64_t addr);
+  absl::Status SetIdentityMapAddr(uint64_t addr);
+  // KVM_SIGNAL_MSI; returns >0 delivered, 0 blocked by the guest (masked/no destination).
+  absl::StatusOr<int> SignalMsi(uint64_t address, uint32_t data);
+  absl::StatusOr<std::unique_ptr<KvmVcpu>> CreateVcpu(int id);
+  int fd() const { return fd_.get(); }
+  KvmSystem& system() { return sys_; }
+
+ private:
+  KvmSystem& sys_;
+  Fd fd_;
+};
+
+class KvmVcpu {
+ public:
+  ~KvmVcpu();
+  KvmVcpu(const KvmVcpu&) = delete;
+  KvmVcpu& operator=(const KvmVcpu&) = delete;
+
+  int id() const { return id_; }
+  kvm_run* run() const { return run_; }
+  // KVM_RUN; EINTR/EAGAIN are reported as OK with run()->exit_reason == KVM_EXIT_INTR.
+  absl::Status Run();
+  // Makes the current or next KVM_RUN return (immediate_exit); call from any thread, then signal.
+  void RequestExit() { __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST); }
+
+  absl::StatusOr<kvm_regs> GetRegs() const;
+  absl::Status SetRegs(const kvm_regs& regs);
+  absl::StatusOr<kvm_sregs> GetSregs() const;
+  absl::Status SetSregs(const kvm_sregs& sregs);
+  absl::StatusOr<kvm_fpu> GetFpu() const;
+  absl::Status SetFpu(const kvm_fpu& fpu);
+  absl::Status SetCpuid(const std::vector<kvm_cpuid_entry2>& entries);
+  absl::Status SetMsrs(const std::vector<kvm_msr_entry>& msrs);
+  absl::StatusOr<uint64_t> GetMsr(uint32_t index) const;
+  absl::StatusOr<kvm_vcpu_events> GetEvents() const;
+  absl::Status SetEvents(const kvm_vcpu_events& events);
+  // GVA -> GPA through the guest's current page tables (KVM_TRANSLATE).
+  absl::StatusOr<uint64_t> Translate(uint64_t gva) const;
+
+ private:
+  friend class KvmVm;
+  KvmVcpu(int id, Fd fd, kvm_run* run, size_t run_size) : id_(id), fd_(std::move(fd)), run_(run), run_size_(run_size) {}
+  int id_;
+  Fd fd_;
+  kvm_run* run_;
+  size_t run_size_;
+};
+
+}  // namespace ionest
