@@ -83,6 +83,28 @@ class LineSplitter {
 
 }  // namespace
 
+bool VmmHelpMentions(const std::string& vmm, const std::string& flag) {
+  auto child = ChildProcess::Spawn({vmm, "--help"});
+  if (!child.ok()) return false;
+  std::string output;
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  char buf[4096];
+  while ((child->stdout_fd() >= 0 || child->stderr_fd() >= 0) && Clock::now() < deadline) {
+    pollfd fds[2] = {{child->stdout_fd(), POLLIN, 0}, {child->stderr_fd(), POLLIN, 0}};
+    if (poll(fds, 2, 250) < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t got = read(fds[i].fd, buf, sizeof(buf));
+      if (got > 0 && output.size() < (1 << 20)) {
+        output.append(buf, static_cast<size_t>(got));
+      } else if (got == 0 || (got < 0 && errno != EINTR)) {
+        i == 0 ? child->CloseStdout() : child->CloseStderr();
+      }
+    }
+  }
+  return output.find(flag) != std::string::npos;  // ~ChildProcess kills and reaps
+}
+
 std::string FormatCounts(int passed, int failed, int skipped) {
   std::string s = absl::StrCat(passed, " passed, ", failed, " failed");
   if (skipped > 0) absl::StrAppend(&s, ", ", skipped, " skipped");
@@ -120,6 +142,14 @@ int RunGuestSuite(const RunnerOptions& o) {
     argv.push_back("--disk");
     argv.push_back(disk_path);
   }
+  bool use_vtd = o.iommu == "vtd";
+  if (o.iommu == "auto") {
+    use_vtd = VmmHelpMentions(o.vmm, "--iommu");
+    std::cout << tag << "--iommu auto: " << (use_vtd ? "VMM supports --iommu, using --iommu=vtd" :
+                                                       "VMM has no --iommu option, running without an IOMMU")
+              << std::endl;
+  }
+  if (use_vtd) argv.push_back("--iommu=vtd");
   argv.insert(argv.end(), o.vmm_args.begin(), o.vmm_args.end());
 
   std::ofstream log;

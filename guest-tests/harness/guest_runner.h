@@ -26,8 +26,14 @@ struct RunnerOptions {
   std::string log_path;      // console + VMM stderr
   std::string summary_path;  // "passed N\nfailed N\nskipped N\n"
   std::string work_dir = ".";
-  std::vector<std::string> vmm_args;  // extra VMM arguments, e.g. --iommu=vtd
+  std::vector<std::string> vmm_args;  // extra VMM arguments
+  // "vtd": pass --iommu=vtd; "none": pass nothing; "auto": --iommu=vtd if
+  // `<vmm> --help` mentions --iommu.
+  std::string iommu = "none";
 };
+
+// True if `<vmm> --help` (stdout+stderr, within 10 s) contains `flag`.
+bool VmmHelpMentions(const std::string& vmm, const std::string& flag);
 
 // Exit codes, also used by CTest (SKIP_RETURN_CODE 77).
 inline constexpr int kExitPass = 0;

@@ -13,7 +13,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: ionest_guest_runner --vmm PATH --kernel PATH --initrd PATH [--name N] [--cpus N]\n"
     "         [--memory M] [--timeout S] [--grace S] [--disk-mib N] [--disk-check] [--cmdline-extra STR]\n"
-    "         [--log FILE] [--summary FILE] [--work-dir DIR] [--no-kvm-check] [--vmm-arg ARG]...\n";
+    "         [--log FILE] [--summary FILE] [--work-dir DIR] [--no-kvm-check] [--iommu auto|vtd|none]\n"
+    "         [--vmm-arg ARG]...\n";
 
 bool ParseInt(const std::string& s, int& out) { return absl::SimpleAtoi(s, &out) && out >= 0; }
 
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
     else if (arg == "--vmm-arg") ok = value(v) && (o.vmm_args.push_back(v), true);
     else if (arg == "--cpus") ok = value(v) && ParseInt(v, o.cpus) && o.cpus > 0;
     else if (arg == "--timeout") ok = value(v) && ParseInt(v, o.timeout_s) && o.timeout_s > 0;
+    else if (arg == "--iommu") ok = value(o.iommu) && (o.iommu == "auto" || o.iommu == "vtd" || o.iommu == "none");
     else if (arg == "--grace") ok = value(v) && ParseInt(v, o.grace_s);
     else if (arg == "--disk-mib") ok = value(v) && ParseInt(v, o.disk_mib);
     else if (arg == "--disk-check") o.disk_check = true;

@@ -2,6 +2,10 @@
 # Stand-in for the ionest VMM in the harness's own tests: accepts the VMM's
 # CLI and plays a scripted guest console selected by --fake=MODE.
 cmdline="" disk="" mode=pass
+if [ "$1" = --help ]; then
+	echo "usage: fake_vmm.sh --kernel K ... [--iommu=vtd|none]"
+	exit 0
+fi
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--cmdline) cmdline=$2; shift ;;
