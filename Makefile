@@ -1,0 +1,86 @@
+# ionest top-level driver.
+#   make run    boot the default guest (interactive busybox shell on the console)
+#   make test   everything CI runs; last line: "N passed, N failed[, N skipped]"
+# Variables: IOMMU=auto|vtd|none  CPUS=2  MEMORY=256  JOBS=$(nproc)  IONEST_CACHE=~/.cache/ionest
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+IONEST_CACHE ?= $(HOME)/.cache/ionest
+export IONEST_CACHE
+BUILD ?= build
+FUZZ_BUILD ?= build-fuzz
+JOBS ?= $(shell nproc)
+# vtd: pass --iommu=vtd; none: no IOMMU option; auto: vtd if `ionest --help` mentions --iommu.
+IOMMU ?= auto
+CPUS ?= 2
+MEMORY ?= 256
+# The guest sees the host's CPUID (KVM_SET_CPUID2 has no effect here); hide what the
+# software KVM cannot emulate in guest kernel code (docs: shared notes, kvm-on-these-machines).
+CMDLINE_EXTRA ?= noxsave clearcpuid=popcnt,smap,fsgsbase,cx16,bmi1,bmi2,rdtscp,rdpid,pcid,invpcid,abm,movbe,adx,clflushopt,clwb
+
+KERNEL := $(IONEST_CACHE)/kernel/current/vmlinux
+INITRD_DIR := $(IONEST_CACHE)/initramfs
+DEBIAN_BZIMAGE := $(IONEST_CACHE)/debian/current/vmlinuz
+SUITES := $(notdir $(wildcard guest-tests/suites/*))
+CMAKE_VARS := -DIONEST_GUEST_KERNEL=$(KERNEL) -DIONEST_GUEST_INITRD_DIR=$(INITRD_DIR) \
+  -DIONEST_DEBIAN_BZIMAGE=$(DEBIAN_BZIMAGE) -DIONEST_GUEST_IOMMU=$(IOMMU) \
+  "-DIONEST_GUEST_CMDLINE_EXTRA=$(CMDLINE_EXTRA)"
+
+.PHONY: all setup kernel debian-kernel initramfs configure build fuzz-build run test
+all: build
+
+setup:
+	scripts/setup.sh
+
+kernel:
+	guest-tests/build-kernel.sh
+
+debian-kernel:
+	scripts/fetch-debian-kernel.sh
+
+initramfs:
+	mkdir -p $(INITRD_DIR)
+	guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/default.cpio
+	for s in $(SUITES); do \
+	  guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/$$s.cpio -t guest-tests/suites/$$s; \
+	done
+
+configure:
+	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_VARS)
+
+build: configure
+	ninja -C $(BUILD) -j$(JOBS)
+
+# libFuzzer targets with clang-14; only the fuzzers are built here.
+fuzz-build:
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DIONEST_FUZZ=ON -DCMAKE_C_COMPILER=clang-14 \
+	  -DCMAKE_CXX_COMPILER=clang++-14 $(CMAKE_VARS)
+	targets="$$(ctest --test-dir $(FUZZ_BUILD) -N -L fuzz | sed -n 's/^ *Test *#[0-9]*: *//p')"; \
+	if [[ -n "$$targets" ]]; then ninja -C $(FUZZ_BUILD) -j$(JOBS) $$targets; \
+	else echo "fuzz-build: no fuzz targets registered"; fi
+
+run: setup kernel initramfs build
+	vmm="$$(cat $(BUILD)/ionest-path.txt 2>/dev/null || true)"; \
+	[[ -x "$$vmm" ]] || { echo "make run: the ionest binary is not built (no 'ionest' CMake target)"; exit 1; }; \
+	iommu=(); \
+	case "$(IOMMU)" in \
+	  vtd) iommu=(--iommu=vtd) ;; \
+	  none) ;; \
+	  auto) if "$$vmm" --help 2>&1 | grep -q -- --iommu; then iommu=(--iommu=vtd); fi ;; \
+	  *) echo "make run: IOMMU must be auto, vtd or none"; exit 1 ;; \
+	esac; \
+	set -x; \
+	exec "$$vmm" --kernel $(KERNEL) --initrd $(INITRD_DIR)/default.cpio \
+	  --cmdline "console=ttyS0 $(CMDLINE_EXTRA)" --memory $(MEMORY) --cpus $(CPUS) "$${iommu[@]}"
+
+# Runs every label in $(BUILD) and the fuzzers in $(FUZZ_BUILD), then prints one
+# line summing CTest tests and guest KTAP cases (scripts/summarize-tests.py).
+test: setup kernel debian-kernel initramfs build fuzz-build
+	rm -f $(BUILD)/guest-results/*.summary $(BUILD)/ctest-junit.xml $(FUZZ_BUILD)/ctest-junit.xml
+	rc=0; \
+	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS) --output-junit $(CURDIR)/$(BUILD)/ctest-junit.xml || rc=1; \
+	ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure \
+	  --output-junit $(CURDIR)/$(FUZZ_BUILD)/ctest-junit.xml || rc=1; \
+	scripts/summarize-tests.py --guest-results $(BUILD)/guest-results \
+	  $(BUILD)/ctest-junit.xml $(FUZZ_BUILD)/ctest-junit.xml || rc=1; \
+	exit $$rc
