@@ -1,0 +1,123 @@
+#include "iommu/vtd/entry_observer.h"
+
+namespace ionest::vtd {
+
+namespace {
+bool SameContext(const ContextEntry& a, const ContextEntry& b) { return a.raw == b.raw && a.scalable == b.scalable; }
+}  // namespace
+
+void EntryObserver::Clear() {
+  contexts_.clear();
+  pasids_.clear();
+}
+
+std::vector<ContextChange> EntryObserver::ScanContexts(const PhysMemory& memory, const VtdProfile& profile,
+                                                       uint64_t rtaddr, uint16_t sid, uint16_t sid_mask) {
+  std::vector<ContextChange> changes;
+  auto check = [&](uint16_t rid) {
+    Decoded<ContextEntry> d = ReadContextEntry(memory, profile, rtaddr, rid);
+    auto it = contexts_.find(rid);
+    if (d.ok()) {
+      if (it == contexts_.end() || !SameContext(it->second, *d.entry)) {
+        contexts_[rid] = *d.entry;
+        changes.push_back({rid, d.entry});
+      }
+    } else if (it != contexts_.end()) {
+      contexts_.erase(it);
+      changes.push_back({rid, std::nullopt});
+    }
+  };
+  if (sid_mask == 0xffff || sid_mask == 0xfffb || sid_mask == 0xfff9 || sid_mask == 0xfff8) {
+    for (uint32_t low = 0; low < 8; ++low) {
+      uint16_t rid = (sid & sid_mask) | (low & ~sid_mask & 7);
+      if ((low & ~sid_mask & 7) != low) continue;
+      check(rid);
+    }
+    return changes;
+  }
+  // Global / domain scope: every requester whose root entry is present, plus those seen before.
+  std::vector<uint16_t> known;
+  for (const auto& [rid, _] : contexts_) known.push_back(rid);
+  const uint64_t root = RtaddrBase(rtaddr);
+  const bool scalable = RtaddrMode(rtaddr) == TranslationTableMode::kScalable;
+  for (uint32_t bus = 0; bus < 256; ++bus) {
+    uint64_t re[2];
+    if (!memory.Read(root + bus * 16, re, sizeof(re)).ok()) break;
+    for (uint32_t devfn = 0; devfn < 256; ++devfn) {
+      bool present = scalable ? (re[devfn >= 128 ? 1 : 0] & 1) : (re[0] & 1);
+      if (present) check(static_cast<uint16_t>(bus << 8 | devfn));
+    }
+  }
+  for (uint16_t rid : known) {
+    uint64_t re[2];
+    if (memory.Read(root + (rid >> 8) * 16ull, re, sizeof(re)).ok() &&
+        (scalable ? (re[(rid & 0xff) >= 128 ? 1 : 0] & 1) : (re[0] & 1))) {
+      continue;  // already checked above
+    }
+    check(rid);
+  }
+  // Contexts that went away take their PASID entries with them.
+  for (const ContextChange& c : changes) {
+    if (!c.entry) absl::erase_if(pasids_, [&](const auto& kv) { return (kv.first >> 32) == c.rid; });
+  }
+  return changes;
+}
+
+void EntryObserver::Compare(uint16_t rid, uint32_t pasid, const Decoded<PasidEntry>& d,
+                            std::vector<PasidChange>& out) {
+  const uint64_t key = (uint64_t{rid} << 32) | pasid;
+  auto it = pasids_.find(key);
+  if (d.ok()) {
+    if (it == pasids_.end() || it->second.raw != d.entry->raw) {
+      pasids_[key] = *d.entry;
+      out.push_back({rid, pasid, d.entry});
+    }
+  } else if (it != pasids_.end()) {
+    pasids_.erase(it);
+    out.push_back({rid, pasid, std::nullopt});
+  }
+}
+
+std::vector<PasidChange> EntryObserver::ScanPasids(const PhysMemory& memory, const VtdProfile& profile,
+                                                   std::optional<uint32_t> pasid) {
+  std::vector<PasidChange> changes;
+  uint32_t reads = 0;
+  for (const auto& [rid, ctx] : contexts_) {
+    if (!ctx.scalable) continue;
+    if (pasid) {
+      Compare(rid, *pasid, ReadPasidEntry(memory, profile, ctx, *pasid), changes);
+      continue;
+    }
+    const uint64_t limit = std::min<uint64_t>(ctx.pasid_limit(), profile.max_pasid());
+    for (uint64_t dir = 0; dir < limit / 64 && reads < kMaxScanReads; ++dir) {
+      uint64_t de;
+      ++reads;
+      if (!memory.Read(ctx.pasid_dir + dir * 8, &de, 8).ok()) break;
+      if (!(de & 1)) continue;
+      for (uint32_t i = 0; i < 64 && reads < kMaxScanReads; ++i, ++reads) {
+        uint32_t p = static_cast<uint32_t>(dir * 64 + i);
+        Compare(rid, p, ReadPasidEntry(memory, profile, ctx, p), changes);
+      }
+    }
+  }
+  // Entries seen before whose directory entry went away.
+  std::vector<uint64_t> stale;
+  for (const auto& [key, e] : pasids_) {
+    if (pasid && (key & 0xffffffff) != *pasid) continue;
+    uint16_t rid = key >> 32;
+    auto c = contexts_.find(rid);
+    if (c == contexts_.end()) {
+      stale.push_back(key);
+    } else if (!pasid) {
+      Decoded<PasidEntry> d = ReadPasidEntry(memory, profile, c->second, static_cast<uint32_t>(key));
+      if (!d.ok()) stale.push_back(key);
+    }
+  }
+  for (uint64_t key : stale) {
+    pasids_.erase(key);
+    changes.push_back({static_cast<uint16_t>(key >> 32), static_cast<uint32_t>(key), std::nullopt});
+  }
+  return changes;
+}
+
+}  // namespace ionest::vtd

@@ -1,0 +1,609 @@
+#include "iommu/vtd/vtd_iommu.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/base/internal/raw_logging.h"
+#include "absl/strings/str_format.h"
+#include "iommu/vtd/events.h"
+#include "iommu/vtd/register_map.h"
+
+namespace ionest::vtd {
+
+// ---------------------------------------------------------------------------------------------
+// Per-requester DMA space.
+
+class VtdIommu::Space final : public DmaSpace {
+ public:
+  Space(VtdIommu& iommu, uint16_t rid) : DmaSpace(iommu.memory_), iommu_(iommu), rid_(rid) {}
+  Translation Translate(uint64_t iova, uint64_t len, uint32_t access, const DmaAttrs& attrs) override {
+    return iommu_.TranslateFor(rid_, iova, len, access, attrs);
+  }
+  AtsTranslation AtsTranslate(uint64_t iova, uint32_t access, const DmaAttrs& attrs) override {
+    return iommu_.AtsTranslateFor(rid_, iova, access, attrs);
+  }
+  bool AllowTranslatedRequest() override { return iommu_.AllowTranslatedFor(rid_); }
+  absl::Status SendPageRequest(const PageRequest& request) override {
+    PageRequest r = request;
+    r.rid = rid_;  // the requester id is the space's, whatever the device claims
+    return iommu_.PageRequestFor(r, std::nullopt);
+  }
+
+ private:
+  VtdIommu& iommu_;
+  const uint16_t rid_;
+};
+
+class VtdIommu::QueueHandler final : public InvalidationHandler {
+ public:
+  explicit QueueHandler(VtdIommu& iommu) : iommu_(iommu) {}
+  IqeiCode Execute(const InvDescriptor& d, Outbox& out) override ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return iommu_.ExecuteDescriptor(d, out);
+  }
+  void BeforeWait(Outbox& out) override ABSL_NO_THREAD_SAFETY_ANALYSIS { iommu_.DeliverUnlocked(out); }
+
+ private:
+  VtdIommu& iommu_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+VtdIommu::VtdIommu(PhysMemory& memory, MsiSink& cpu, VtdProfile profile)
+    : memory_(memory),
+      cpu_(cpu),
+      profile_(profile),
+      regs_(profile_.window_size(), VtdRegisterDefs(profile_, kVersion)),
+      faults_(regs_, profile_.fault_record_offset(), profile_.nfr),
+      queue_(regs_, faults_, profile_.scalable_mode, profile_.mamv),
+      prq_(regs_),
+      context_cache_(profile_.context_cache_entries),
+      pasid_cache_(profile_.pasid_cache_entries),
+      iotlb_(profile_.iotlb_entries),
+      remapper_(profile_.irte_cache_entries) {}
+
+VtdIommu::~VtdIommu() = default;
+
+DmaSpace& VtdIommu::ForRequester(uint16_t rid) {
+  absl::MutexLock l(&spaces_mu_);
+  auto& slot = spaces_[rid];
+  if (!slot) slot = std::make_unique<Space>(*this, rid);
+  return *slot;
+}
+
+DmaClient* VtdIommu::ClientOf(uint16_t rid) {
+  absl::MutexLock l(&spaces_mu_);
+  auto it = spaces_.find(rid);
+  return it == spaces_.end() ? nullptr : it->second->client();
+}
+
+void VtdIommu::AddListener(VtdListener* listener) {
+  absl::MutexLock l(&mu_);
+  if (listeners_.empty()) {
+    // Start from the current state so the first invalidation reports only real changes.
+    observer_.Clear();
+  }
+  listeners_.push_back(listener);
+}
+
+void VtdIommu::RemoveListener(VtdListener* listener) {
+  absl::MutexLock l(&mu_);
+  listeners_.erase(std::remove(listeners_.begin(), listeners_.end(), listener), listeners_.end());
+}
+
+VtdStats VtdIommu::stats() const {
+  absl::MutexLock l(&mu_);
+  VtdStats s = stats_;
+  s.faults_recorded = faults_.recorded();
+  s.faults_dropped = faults_.dropped();
+  s.descriptors = queue_.processed();
+  s.page_requests = prq_.queued();
+  s.page_request_overflows = prq_.overflows();
+  s.context_cache = context_cache_.size();
+  s.pasid_cache = pasid_cache_.size();
+  s.iotlb = iotlb_.size();
+  s.irte_cache = remapper_.cache_size();
+  return s;
+}
+
+void VtdIommu::Deliver(Outbox& out) {
+  for (const MsiMessage& m : out.msis) {
+    // The IOMMU's own event interrupts are never remapped (§5.1.6): straight to the CPU.
+    absl::Status s = cpu_.SendMsi(m);
+    if (!s.ok()) ABSL_RAW_LOG(WARNING, "vtd: event interrupt delivery failed: %s", s.ToString().c_str());
+  }
+  out.msis.clear();
+  for (auto& call : out.calls) call();
+  out.calls.clear();
+}
+
+void VtdIommu::DeliverUnlocked(Outbox& out) {
+  if (out.empty()) return;
+  Outbox batch;
+  std::swap(batch, out);
+  mu_.Unlock();
+  Deliver(batch);
+  mu_.Lock();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Register window.
+
+void VtdIommu::IoRead(uint64_t offset, uint8_t* data, size_t size) {
+  size_t done = 0;
+  while (done < size) {
+    uint32_t n = static_cast<uint32_t>(std::min<size_t>(8, size - done));
+    uint64_t v = ReadRegister(offset + done, n);
+    std::memcpy(data + done, &v, n);
+    done += n;
+  }
+}
+
+void VtdIommu::IoWrite(uint64_t offset, const uint8_t* data, size_t size) {
+  size_t done = 0;
+  while (done < size) {
+    uint32_t n = static_cast<uint32_t>(std::min<size_t>(8, size - done));
+    uint64_t v = 0;
+    std::memcpy(&v, data + done, n);
+    WriteRegister(offset + done, v, n);
+    done += n;
+  }
+}
+
+uint64_t VtdIommu::ReadRegister(uint64_t offset, uint32_t size) {
+  absl::MutexLock l(&mu_);
+  return regs_.Read(offset, size);
+}
+
+void VtdIommu::WriteRegister(uint64_t offset, uint64_t value, uint32_t size) {
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    for (const WriteEffect& e : regs_.Write(offset, size, value)) HandleWrite(e, out);
+  }
+  Deliver(out);
+}
+
+void VtdIommu::HandleWrite(const WriteEffect& e, Outbox& out) {
+  switch (e.reg) {
+    case kGcmdReg:
+      HandleGcmd(static_cast<uint32_t>(e.written), out);
+      return;
+    case kFstsReg: {
+      bool iqe_cleared = (e.old_value & kFstsIqe) && !(e.new_value & kFstsIqe);
+      faults_.OnStatusWrite();
+      if (iqe_cleared) ProcessQueue(out);  // §6.5.2.10: fetching resumes once IQE is cleared
+      return;
+    }
+    case kFectlReg:
+      OnEventControlWrite(regs_, kFaultEvent, out);
+      return;
+    case kIectlReg:
+      OnEventControlWrite(regs_, kInvalidationEvent, out);
+      return;
+    case kPectlReg:
+      OnEventControlWrite(regs_, kPageRequestEvent, out);
+      return;
+    case kIcsReg:
+      if (!(e.new_value & kIcsIwc)) ClearPendingEvent(regs_, kInvalidationEvent);
+      return;
+    case kPrsReg:
+      prq_.OnStatusWrite();
+      return;
+    case kIqtReg:
+      ProcessQueue(out);
+      return;
+    case kCcmdReg:
+      if (e.new_value & (1ull << 63)) RegisterContextInvalidation(out);
+      return;
+    default:
+      break;
+  }
+  if (e.reg == profile_.iotlb_offset()) {
+    if (e.new_value & (1ull << 63)) RegisterIotlbInvalidation(out);
+  } else if (e.reg >= profile_.fault_record_offset() &&
+             e.reg < profile_.fault_record_offset() + 16 * profile_.nfr) {
+    faults_.OnStatusWrite();  // an FRCD.F was cleared
+  }
+}
+
+void VtdIommu::HandleGcmd(uint32_t v, Outbox& out) {
+  // §11.4.4: TE, QIE, IRE, CFI are levels; SRTP, SIRTP, WBF are one-shot commands.
+  uint32_t gsts = static_cast<uint32_t>(regs_.Get(kGstsReg));
+  auto set = [&gsts](uint32_t bit, bool on) { gsts = on ? (gsts | bit) : (gsts & ~bit); };
+  if (v & kGcmdSrtp) {
+    translation_.rtaddr = regs_.Get(kRtaddrReg);  // §10.4.6: latched by SRTP
+    set(kGcmdSrtp, true);                          // RTPS
+  }
+  if (v & kGcmdSirtp) {
+    if (profile_.ir) {
+      irt_ = IrtConfig::FromIrta(regs_.Get(kIrtaReg));
+      set(kGcmdSirtp, true);  // IRTPS
+    }
+  }
+  // WBF: nothing is write-buffered; WBFS stays clear.
+  translation_.enabled = v & kGcmdTe;
+  set(kGcmdTe, translation_.enabled);
+  bool qie = profile_.qi && (v & kGcmdQie);
+  if (qie != queue_.enabled()) queue_.SetEnabled(qie);
+  set(kGcmdQie, qie);
+  set(kGcmdIre, profile_.ir && (v & kGcmdIre));
+  set(kGcmdCfi, profile_.ir && (v & kGcmdCfi));
+  regs_.Set(kGstsReg, gsts);
+  if (qie) ProcessQueue(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invalidation.
+
+void VtdIommu::ProcessQueue(Outbox& out) {
+  if (queue_busy_) {  // another thread is processing: it will look again
+    queue_rekick_ = true;
+    return;
+  }
+  queue_busy_ = true;
+  QueueHandler handler(*this);
+  int rounds = 0;
+  do {
+    queue_rekick_ = false;
+    queue_.Process(memory_, handler, out);
+  } while (queue_rekick_ && ++rounds < 4);
+  queue_busy_ = false;
+}
+
+void VtdIommu::NotifyInvalidation(const InvDescriptor& d, Outbox& out) {
+  for (VtdListener* l : listeners_) out.calls.push_back([l, d] { l->OnInvalidation(d); });
+}
+
+void VtdIommu::InvalidateContexts(uint8_t g, uint16_t did, uint16_t sid, uint8_t fm, Outbox& out) {
+  // §6.5.2.1 / §6.5.1.1; PASID-cache entries under the dropped contexts go too (over-invalidation
+  // is always allowed).
+  uint16_t mask = 0;
+  if (g == 1) {
+    context_cache_.InvalidateAll();
+    pasid_cache_.InvalidateAll();
+  } else if (g == 2) {
+    context_cache_.InvalidateDomain(did);
+    pasid_cache_.InvalidateAll();
+  } else {
+    mask = SidMaskForFm(fm);
+    context_cache_.InvalidateDevice(sid, mask);
+    for (uint32_t low = 0; low < 8; ++low) {
+      if ((low & ~mask & 7) == low) pasid_cache_.InvalidateRequester((sid & mask) | low);
+    }
+  }
+  if (listeners_.empty()) return;
+  for (ContextChange& c : observer_.ScanContexts(memory_, profile_, translation_.rtaddr, sid, mask)) {
+    for (VtdListener* l : listeners_) out.calls.push_back([l, c] { l->OnContextEntry(c.rid, c.entry); });
+  }
+  for (PasidChange& c : observer_.ScanPasids(memory_, profile_, std::nullopt)) {
+    for (VtdListener* l : listeners_) out.calls.push_back([l, c] { l->OnPasidEntry(c.rid, c.pasid, c.entry); });
+  }
+}
+
+void VtdIommu::InvalidatePasids(uint8_t g, uint16_t did, uint32_t pasid, Outbox& out) {
+  // §6.5.2.2: 0 domain-selective, 1 PASID-selective, 3 global.
+  std::optional<uint32_t> scope;
+  if (g == 0) {
+    pasid_cache_.InvalidateDomain(did);
+  } else if (g == 1) {
+    pasid_cache_.InvalidatePasid(did, pasid);
+    scope = pasid;
+  } else {
+    pasid_cache_.InvalidateAll();
+  }
+  if (listeners_.empty()) return;
+  for (PasidChange& c : observer_.ScanPasids(memory_, profile_, scope)) {
+    for (VtdListener* l : listeners_) out.calls.push_back([l, c] { l->OnPasidEntry(c.rid, c.pasid, c.entry); });
+  }
+}
+
+void VtdIommu::RespondToDevice(uint16_t rid, const PageResponse& response, Outbox& out) {
+  DmaClient* client = ClientOf(rid);
+  if (client) out.calls.push_back([client, response] { client->OnPageResponse(response); });
+}
+
+IqeiCode VtdIommu::ExecuteDescriptor(const InvDescriptor& d, Outbox& out) {
+  switch (d.type()) {
+    case kDescContextCache:
+      InvalidateContexts(d.granularity(), d.did(), d.cc_sid(), d.cc_fm(), out);
+      break;
+    case kDescIotlb:  // §6.5.2.3: 1 global, 2 domain, 3 page-selective (within domain)
+      if (d.granularity() == 1) {
+        iotlb_.InvalidateAll();
+      } else if (d.granularity() == 2 || !profile_.psi) {
+        iotlb_.InvalidateDomain(d.did());
+      } else {
+        iotlb_.InvalidatePages(d.did(), std::nullopt, d.inv_addr(), d.inv_am(), d.inv_ih());
+      }
+      break;
+    case kDescDeviceTlb:
+    case kDescPasidDeviceTlb: {  // §6.5.2.5 / §6.5.2.6: forwarded to the device's ATC
+      const bool pasid_based = d.type() == kDescPasidDeviceTlb;
+      uint16_t sid = pasid_based ? d.pdev_sid() : d.dev_sid();
+      AtcRange range = DeviceTlbRange(d.qw[1], pasid_based ? d.pdev_size_bit() : d.dev_size_bit());
+      std::optional<uint32_t> pasid;
+      if (pasid_based) pasid = d.pasid();
+      if (range.size == 0) range = {0, ~uint64_t{0}};
+      if (DmaClient* client = ClientOf(sid)) {
+        out.calls.push_back([client, pasid, range] { client->OnDeviceTlbInvalidate(pasid, range.addr, range.size); });
+      }
+      break;
+    }
+    case kDescIec:  // §6.5.2.7
+      if (d.iec_index_selective()) {
+        remapper_.InvalidateIndex(d.iec_index(), d.iec_im());
+      } else {
+        remapper_.InvalidateAll();
+      }
+      break;
+    case kDescWait:  // §6.5.2.8
+      if (d.wait_sw()) {
+        uint32_t data = d.wait_data();
+        if (!memory_.Write(d.wait_addr(), &data, sizeof(data)).ok()) {
+          ++stats_.wait_write_failures;  // the guest's problem: nothing to write to
+        }
+      }
+      if (d.wait_if() && !(regs_.Get(kIcsReg) & kIcsIwc)) {
+        regs_.SetBits(kIcsReg, kIcsIwc);
+        RaiseEvent(regs_, kInvalidationEvent, out);
+      }
+      break;
+    case kDescPasidIotlb:  // §6.5.2.4: 2 PASID-selective, 3 page-selective within PASID
+      if (d.granularity() == 2 || !profile_.psi) {
+        iotlb_.InvalidatePasid(d.did(), d.pasid());
+      } else {
+        iotlb_.InvalidatePages(d.did(), d.pasid(), d.inv_addr(), d.inv_am(), d.inv_ih());
+      }
+      break;
+    case kDescPasidCache:
+      InvalidatePasids(d.granularity(), d.did(), d.pasid(), out);
+      break;
+    case kDescPageGroupResponse: {  // §6.5.2.9 → PCIe PRG response to the device
+      PageResponse r;
+      r.rid = d.pgr_rid();
+      if (d.pgr_pasid_present()) r.pasid = d.pasid();
+      r.group_index = d.pgr_index();
+      // Response codes: 0 success, 1 invalid request, anything else a failure (Linux sends 2).
+      r.code = d.pgr_code() == 0   ? PageResponseCode::kSuccess
+               : d.pgr_code() == 1 ? PageResponseCode::kInvalidRequest
+                                   : PageResponseCode::kResponseFailure;
+      RespondToDevice(r.rid, r, out);
+      for (VtdListener* l : listeners_) out.calls.push_back([l, r] { l->OnPageResponse(r); });
+      break;
+    }
+    default:
+      return kIqeiInvalidType;  // ValidateDescriptor filtered these already
+  }
+  NotifyInvalidation(d, out);
+  return kIqeiNone;
+}
+
+void VtdIommu::RegisterContextInvalidation(Outbox& out) {
+  // §11.4.7 CCMD: ICC 63, CIRG 62:61, CAIG 60:59, FM 33:32, SID 31:16, DID 15:0.
+  uint64_t v = regs_.Get(kCcmdReg);
+  uint8_t g = (v >> 61) & 3;
+  uint8_t actual = g;
+  if (g != 0) {
+    InvalidateContexts(g, v & 0xffff, (v >> 16) & 0xffff, (v >> 32) & 3, out);
+    InvDescriptor d;
+    d.qw[0] = kDescContextCache | (uint64_t{g} << 4) | ((v & 0xffff) << 16) | (((v >> 16) & 0xffff) << 32) |
+              (((v >> 32) & 3) << 48);
+    NotifyInvalidation(d, out);
+  }
+  regs_.Set(kCcmdReg, (v & ~(1ull << 63) & ~(3ull << 59)) | (uint64_t{actual} << 59));
+}
+
+void VtdIommu::RegisterIotlbInvalidation(Outbox& out) {
+  // §11.4.8.1 IOTLB_REG: IVT 63, IIRG 61:60, IAIG 58:57, DR 49, DW 48, DID 47:32; IVA: ADDR, IH, AM.
+  uint64_t v = regs_.Get(profile_.iotlb_offset());
+  uint64_t iva = regs_.Get(profile_.iva_offset());
+  uint8_t g = (v >> 60) & 3;
+  uint16_t did = (v >> 32) & 0xffff;
+  uint8_t am = iva & 0x3f;
+  uint8_t actual = g;
+  if (g == 3 && (!profile_.psi || am > profile_.mamv)) actual = 2;  // falls back to domain-selective
+  if (actual == 1) {
+    iotlb_.InvalidateAll();
+  } else if (actual == 2) {
+    iotlb_.InvalidateDomain(did);
+  } else if (actual == 3) {
+    iotlb_.InvalidatePages(did, std::nullopt, iva & ~uint64_t{0xfff}, am, iva & (1u << 6));
+  }
+  if (actual != 0) {
+    InvDescriptor d;
+    d.qw[0] = kDescIotlb | (uint64_t{actual} << 4) | (uint64_t{did} << 16);
+    d.qw[1] = iva & ~uint64_t{0xf80};
+    NotifyInvalidation(d, out);
+  }
+  regs_.Set(profile_.iotlb_offset(), (v & ~(1ull << 63) & ~(3ull << 57)) | (uint64_t{actual} << 57));
+}
+
+// ---------------------------------------------------------------------------------------------
+// DMA remapping.
+
+bool VtdIommu::RecordFault(const TableFault& fault, const FaultInfo& info, Outbox& out) {
+  if (fault.qualified && fault.fpd) {  // §7.2.1: FPD suppresses recording of qualified faults
+    ++stats_.faults_suppressed;
+    return false;
+  }
+  return faults_.Record(info, out);
+}
+
+Translation VtdIommu::TranslateFor(uint16_t rid, uint64_t iova, uint64_t len, uint32_t access,
+                                   const DmaAttrs& attrs) {
+  constexpr int kMaxRegions = 64;  // callers loop for longer ranges
+  Translation t;
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    TranslationCaches caches{context_cache_, pasid_cache_, iotlb_};
+    uint64_t done = 0;
+    while (done < len && static_cast<int>(t.regions.size()) < kMaxRegions) {
+      const uint64_t addr = iova + done;
+      if (addr < iova) break;  // wrapped
+      TranslateRequest req{rid, attrs.pasid, addr, access, RequestKind::kUntranslated};
+      TranslateOutcome o = TranslateDma(memory_, profile_, translation_, caches, req);
+      if (!o.ok) {
+        FaultInfo fi;
+        fi.reason = o.fault.reason;
+        fi.sid = rid;
+        fi.addr = addr;
+        fi.type = (access & kDmaWrite) ? FaultRequestType::kWrite : FaultRequestType::kRead;
+        fi.exec = access & kDmaExec;
+        fi.priv = access & kDmaPriv;
+        fi.pasid = attrs.pasid;
+        bool recorded = RecordFault(o.fault, fi, out);
+        t.fault = DmaFault{o.dma_kind, addr, access, attrs.pasid, o.fault.reason, recorded};
+        break;
+      }
+      const uint64_t page_end = (addr & ~(o.page_size - 1)) + o.page_size;
+      uint64_t n = std::min(len - done, page_end - addr);
+      if (n == 0) n = len - done;  // page_end wrapped to 0
+      t.regions.push_back({addr, o.output, n, o.perms});
+      done += n;
+    }
+  }
+  Deliver(out);
+  return t;
+}
+
+AtsTranslation VtdIommu::AtsTranslateFor(uint16_t rid, uint64_t iova, uint32_t access, const DmaAttrs& attrs) {
+  AtsTranslation a;
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    if (!profile_.ats) return a;  // ECAP.DT = 0: translation requests are unsupported
+    TranslationCaches caches{context_cache_, pasid_cache_, iotlb_};
+    TranslateRequest req{rid, attrs.pasid, iova, access, RequestKind::kTranslationRequest};
+    TranslateOutcome o = TranslateDma(memory_, profile_, translation_, caches, req);
+    if (o.ok) {
+      uint64_t size = std::min<uint64_t>(o.page_size, kPage1G);
+      a = {true, iova & ~(size - 1), o.output & ~(size - 1), size, o.perms};
+    } else if (o.fault.qualified) {
+      // §4.2.3: translation faults of translation requests are reported to the device in the
+      // completion (R=W=0), not recorded.
+      a = {true, iova & ~uint64_t{0xfff}, 0, 4096, 0};
+    } else {
+      FaultInfo fi;
+      fi.reason = o.fault.reason;
+      fi.sid = rid;
+      fi.addr = iova;
+      fi.type = (access & kDmaWrite) ? FaultRequestType::kWrite : FaultRequestType::kRead;
+      fi.at = 1;
+      fi.pasid = attrs.pasid;
+      RecordFault(o.fault, fi, out);
+    }
+  }
+  Deliver(out);
+  return a;
+}
+
+bool VtdIommu::AllowTranslatedFor(uint16_t rid) {
+  absl::MutexLock l(&mu_);
+  if (!translation_.enabled) return true;  // translated requests pass through with remapping off
+  Decoded<ContextEntry> c = LookupContext(memory_, profile_, translation_, context_cache_, rid);
+  return c.ok() && c.entry->device_tlb();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page requests (§7.5.1).
+
+absl::Status VtdIommu::InjectPageRequest(const PageRequest& request,
+                                         std::optional<std::array<uint64_t, 2>> private_data) {
+  return PageRequestFor(request, private_data);
+}
+
+absl::Status VtdIommu::PageRequestFor(const PageRequest& req, std::optional<std::array<uint64_t, 2>> private_data) {
+  if (!profile_.pasid() || !profile_.prs) {
+    return absl::FailedPreconditionError("vtd: page requests need a profile with prs=on");
+  }
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    PageResponse auto_response{req.rid, req.pasid, req.group_index, PageResponseCode::kResponseFailure};
+    FaultInfo fi;
+    fi.sid = req.rid;
+    fi.addr = req.addr;
+    fi.type = FaultRequestType::kPageRequest;
+    fi.pasid = req.pasid;
+    std::optional<TableFault> fault;
+    if (!translation_.enabled || RtaddrMode(translation_.rtaddr) != TranslationTableMode::kScalable) {
+      fault = TableFault{kSmTtmLegacyPageRequest, false, false};
+    } else {
+      Decoded<ContextEntry> c = LookupContext(memory_, profile_, translation_, context_cache_, req.rid);
+      if (!c.ok()) {
+        fault = c.fault;
+      } else if (!c.entry->pre) {
+        fault = TableFault{kSmPreClear, false, c.entry->fpd};
+      } else if (req.pasid && !c.entry->pasid_enable) {
+        fault = TableFault{kSmPasidDisabled, false, c.entry->fpd};
+      }
+    }
+    if (fault) {
+      fi.reason = fault->reason;
+      RecordFault(*fault, fi, out);
+      if (req.last) RespondToDevice(req.rid, auto_response, out);
+    } else {
+      PageRequestDescriptor d;
+      d.rid = req.rid;
+      d.pasid = req.pasid;
+      d.addr = req.addr;
+      d.read = req.access & kDmaRead;
+      d.write = req.access & kDmaWrite;
+      d.exec = req.access & kDmaExec;
+      d.priv = req.access & kDmaPriv;
+      d.last = req.last;
+      d.group_index = req.group_index & 0x1ff;
+      d.private_data = private_data;
+      switch (prq_.Enqueue(memory_, d, out)) {
+        case PageRequestOutcome::kQueued:
+          break;
+        case PageRequestOutcome::kOverflow:
+          // §7.5.1: on overflow hardware answers the last request of a group with Success; the
+          // device retries the access (and faults again if the page is still missing).
+          auto_response.code = PageResponseCode::kSuccess;
+          if (req.last) RespondToDevice(req.rid, auto_response, out);
+          break;
+        case PageRequestOutcome::kWriteFailed:
+          if (req.last) RespondToDevice(req.rid, auto_response, out);
+          break;
+      }
+    }
+  }
+  Deliver(out);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interrupt remapping (§5.1).
+
+absl::Status VtdIommu::SendMsi(const MsiMessage& msi) {
+  std::optional<MsiMessage> deliver;
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    if (!(regs_.Get(kGstsReg) & kGcmdIre)) {
+      deliver = msi;  // remapping disabled: interrupts pass through
+    } else {
+      bool compat_ok = regs_.Get(kGstsReg) & kGcmdCfi;
+      RemapResult r = remapper_.Remap(memory_, irt_, compat_ok, msi);
+      if (r.message) {
+        deliver = r.message;
+        ++stats_.interrupts_remapped;
+      } else {
+        ++stats_.interrupts_blocked;
+        FaultInfo fi;
+        fi.reason = r.fault.reason;
+        fi.sid = msi.requester_id;
+        fi.addr = uint64_t{r.index} << 48;  // FRCD.FI[63:48] = interrupt index (§11.4.14)
+        fi.type = FaultRequestType::kWrite;
+        RecordFault(r.fault, fi, out);
+      }
+    }
+  }
+  Deliver(out);
+  if (deliver) return cpu_.SendMsi(*deliver);
+  return absl::OkStatus();
+}
+
+}  // namespace ionest::vtd
