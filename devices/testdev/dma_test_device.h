@@ -1,0 +1,138 @@
+// "ionest-dmatest": a PCIe function that performs DMA jobs programmed through BAR0 (register map in
+// dma_test_device_regs.h), for testing the IOMMU from machine tests and from guests (e.g. through
+// vfio-pci). It has PCIe, ATS, PASID, PRI and MSI-X capabilities, a device TLB (ATC) filled by ATS
+// translation requests, and resolves translation faults with page requests when PRI is enabled.
+// It reaches memory only through the DmaSpace of its requester ID.
+//
+// Threading: BAR/config accesses may come concurrently from vCPU threads; they never block on DMA.
+// A doorbell hands the job to the device's worker thread (or, with `synchronous`, runs it on the
+// calling thread — for tests and fuzzers; PRI waits are then bounded by the response timeout).
+// Page-response waits are bounded (page_response_timeout) and interrupted by abort/destruction.
+// DmaClient callbacks (page responses, ATC invalidations) may arrive on any thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "devices/pci_device.h"
+#include "devices/testdev/dma_test_device_atc.h"
+#include "devices/testdev/dma_test_device_caps.h"
+#include "devices/testdev/dma_test_device_regs.h"
+#include "iommu/dma_space.h"
+
+namespace ionest {
+
+struct DmaTestDeviceOptions {
+  dmatest::CapOptions caps;
+  uint64_t max_job_length = 16ull << 20;
+  size_t atc_entries = 64;
+  absl::Duration page_response_timeout = absl::Seconds(5);
+  uint32_t max_page_requests_per_job = 64;
+  uint32_t max_retries_per_page = 4;  // page requests for the same page before giving up
+  bool synchronous = false;           // run jobs on the doorbell thread
+};
+
+class DmaTestDevice final : public PciDevice, public DmaClient {
+ public:
+  explicit DmaTestDevice(std::string name = "ionest-dmatest", DmaTestDeviceOptions options = {});
+  ~DmaTestDevice() override;
+
+  // Setup errors (capabilities/BARs not fitting) are host bugs; check after construction.
+  absl::Status init_status() const { return init_status_; }
+
+  // BAR0 register access as the guest sees it (for tests that skip the bus).
+  uint64_t ReadReg(uint32_t offset) { return ReadRegister(offset); }
+  void WriteReg(uint32_t offset, uint64_t value) { WriteRegister(offset, value, ~0ull); }
+  // Waits until no job is running; false on timeout.
+  bool WaitIdle(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
+
+  const dmatest::CapOffsets& cap_offsets() const { return caps_; }
+  dmatest::DeviceAtc& atc() { return atc_; }
+
+  // DmaClient.
+  void OnPageResponse(const PageResponse& response) override ABSL_LOCKS_EXCLUDED(mu_);
+  void OnDeviceTlbInvalidate(std::optional<uint32_t> pasid, uint64_t addr, uint64_t size) override;
+
+ protected:
+  void OnConfigWrite(uint64_t offset, size_t size) override;
+
+ private:
+  class RegsIo final : public IoDevice {
+   public:
+    explicit RegsIo(DmaTestDevice& d) : d_(d) {}
+    void IoRead(uint64_t offset, uint8_t* data, size_t size) override;
+    void IoWrite(uint64_t offset, const uint8_t* data, size_t size) override;
+
+   private:
+    DmaTestDevice& d_;
+  };
+  struct Job {
+    uint32_t op = 0;
+    uint64_t src = 0, dst = 0, len = 0, pattern = 0, ctrl = 0;
+    std::optional<uint32_t> pasid;
+    bool exec = false, priv = false;
+  };
+  struct JobEnd {
+    uint8_t error = dmatest::kErrNone;
+    uint64_t fault_addr = 0;
+    uint64_t fault_info = 0;
+  };
+  struct PendingPageRequest {
+    uint16_t group = 0;
+    std::optional<uint32_t> pasid;
+    std::optional<PageResponseCode> code;
+    bool cancelled = false;  // PRI Reset while waiting
+  };
+
+  // 64-bit register slot at `offset` (8-aligned); `mask` selects the bytes written.
+  uint64_t ReadRegister(uint64_t offset) ABSL_LOCKS_EXCLUDED(mu_);
+  void WriteRegister(uint64_t offset, uint64_t value, uint64_t mask) ABSL_LOCKS_EXCLUDED(mu_);
+  void Doorbell() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void RunJob(const Job& job) ABSL_LOCKS_EXCLUDED(mu_);
+  JobEnd Execute(const Job& job, uint64_t* result) ABSL_LOCKS_EXCLUDED(mu_);
+  // Moves [addr, addr+len) (within one 4 KiB page) between buf and memory, resolving faults with
+  // PRI as allowed. `access` is kDmaRead or kDmaWrite.
+  JobEnd Transfer(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access,
+                  uint32_t* page_requests) ABSL_LOCKS_EXCLUDED(mu_);
+  // One attempt; on a fault fills *fault (and *via_ats) and returns false.
+  bool TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access, DmaFault* fault,
+                       uint8_t* error);
+  bool TryTranslated(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access, DmaFault* fault,
+                     uint8_t* error);
+  // Sends a page request and waits for its response. Returns kErrNone on Success.
+  uint8_t RequestPage(const Job& job, uint64_t addr, uint32_t access, std::optional<PageResponseCode>* code)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  bool PriUsable() const;
+  bool AtsEnabled() const;
+  uint16_t PasidControl() const;
+  void SetRegLocked(uint32_t reg, uint64_t v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { regs_[reg / 8] = v; }
+  void AddStat(uint32_t reg, uint64_t n = 1) ABSL_LOCKS_EXCLUDED(mu_);
+  bool AbortRequested() ABSL_LOCKS_EXCLUDED(mu_);
+  void UpdatePriStopped() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const DmaTestDeviceOptions options_;
+  absl::Status init_status_;
+  dmatest::CapOffsets caps_;
+  RegsIo regs_io_{*this};
+  dmatest::DeviceAtc atc_;
+
+  absl::Mutex mu_;
+  absl::CondVar cv_;  // job queued / response arrived / abort / shutdown / job finished
+  uint64_t regs_[dmatest::kRegCount / 8] ABSL_GUARDED_BY(mu_) = {};
+  uint8_t sram_[dmatest::kSramSize] ABSL_GUARDED_BY(mu_) = {};
+  std::optional<Job> queued_ ABSL_GUARDED_BY(mu_);
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool abort_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<PendingPageRequest> pending_ ABSL_GUARDED_BY(mu_);
+  uint16_t next_group_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread worker_;
+};
+
+}  // namespace ionest
