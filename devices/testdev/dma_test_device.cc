@@ -374,7 +374,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Transfer(const Job& job, uint64_t addr, uin
 bool DmaTestDevice::TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access,
                                     DmaFault* fault, uint8_t* error) {
   const DmaAttrs attrs{job.pasid};
-  const uint32_t request = access | (job.exec && access == kDmaRead ? kDmaExec : 0) | (job.priv ? kDmaPriv : 0);
+  const uint32_t request = access | (job.exec && access == kDmaRead ? uint32_t{kDmaExec} : 0u) | (job.priv ? uint32_t{kDmaPriv} : 0u);
   DmaSpace& space = dma();
   size_t done = 0;
   for (int rounds = 0; done < len; ++rounds) {
@@ -414,7 +414,7 @@ bool DmaTestDevice::TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf,
 bool DmaTestDevice::TryTranslated(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access,
                                   DmaFault* fault, uint8_t* error) {
   const DmaAttrs attrs{job.pasid};
-  const uint32_t request = access | (job.exec && access == kDmaRead ? kDmaExec : 0) | (job.priv ? kDmaPriv : 0);
+  const uint32_t request = access | (job.exec && access == kDmaRead ? uint32_t{kDmaExec} : 0u) | (job.priv ? uint32_t{kDmaPriv} : 0u);
   const uint32_t needed = request & (kDmaRead | kDmaWrite | kDmaExec);
   DmaSpace& space = dma();
   bool translated = false;
