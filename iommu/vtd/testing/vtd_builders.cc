@@ -1,0 +1,358 @@
+#include "iommu/vtd/testing/vtd_builders.h"
+
+#include "absl/strings/str_format.h"
+#include "iommu/vtd/registers.h"
+
+namespace ionest::vtd::testing {
+
+constexpr uint64_t kPageMask = ~uint64_t{0xfff};
+
+std::array<uint64_t, 2> EncodeLegacyContext(const LegacyContextSpec& s) {
+  return {uint64_t{s.present} | (uint64_t{s.fpd} << 1) | (uint64_t{s.tt & 3u} << 2) | (s.slptptr & kPageMask),
+          uint64_t{s.aw & 7u} | (uint64_t{s.did} << 8)};
+}
+
+std::array<uint64_t, 4> EncodeScalableContext(const ScalableContextSpec& s, uint64_t pasid_dir) {
+  return {uint64_t{s.present} | (uint64_t{s.fpd} << 1) | (uint64_t{s.dte} << 2) | (uint64_t{s.pasid_enable} << 3) |
+              (uint64_t{s.pre} << 4) | (uint64_t{s.pdts & 7u} << 9) | (pasid_dir & kPageMask),
+          uint64_t{s.rid_pasid & 0xfffffu}, 0, 0};
+}
+
+std::array<uint64_t, 8> EncodePasidEntry(const PasidEntrySpec& s) {
+  std::array<uint64_t, 8> e{};
+  e[0] = uint64_t{s.present} | (uint64_t{s.fpd} << 1) | (uint64_t{s.aw & 7u} << 2) | (uint64_t{s.pgtt & 7u} << 6) |
+         (uint64_t{s.ssade} << 9) | (s.slptptr & kPageMask);
+  e[1] = s.did;
+  e[2] = uint64_t{s.sre} | (uint64_t{s.flpm & 3u} << 2) | (uint64_t{s.wpe} << 4) | (s.flptptr & kPageMask);
+  return e;
+}
+
+VtdTableBuilder::VtdTableBuilder(PhysMemory& memory, PageAllocator& alloc, bool scalable)
+    : memory_(memory), alloc_(alloc), scalable_(scalable) {}
+
+absl::Status VtdTableBuilder::Init() {
+  absl::StatusOr<uint64_t> p = alloc_.AllocPage();
+  if (!p.ok()) return p.status();
+  root_ = *p;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> VtdTableBuilder::ContextTable(uint16_t rid) {
+  const uint64_t re = root_ + (rid >> 8) * 16ull + ((scalable_ && (rid & 0xff) >= 128) ? 8 : 0);
+  absl::StatusOr<uint64_t> cur = memory_.ReadObj<uint64_t>(re);
+  if (!cur.ok()) return cur.status();
+  if (*cur & 1) return *cur & kPageMask;
+  absl::StatusOr<uint64_t> table = alloc_.AllocPage();
+  if (!table.ok()) return table.status();
+  if (absl::Status s = memory_.WriteObj<uint64_t>(re, *table | 1); !s.ok()) return s;
+  return *table;
+}
+
+absl::StatusOr<uint64_t> VtdTableBuilder::ContextEntryAddress(uint16_t rid) {
+  absl::StatusOr<uint64_t> t = ContextTable(rid);
+  if (!t.ok()) return t.status();
+  return scalable_ ? *t + (rid & 0x7f) * 32ull : *t + (rid & 0xff) * 16ull;
+}
+
+absl::Status VtdTableBuilder::SetLegacyContext(uint16_t rid, const LegacyContextSpec& s) {
+  if (scalable_) return absl::FailedPreconditionError("scalable-mode table");
+  absl::StatusOr<uint64_t> a = ContextEntryAddress(rid);
+  if (!a.ok()) return a.status();
+  return memory_.WriteObj(*a, EncodeLegacyContext(s));
+}
+
+absl::Status VtdTableBuilder::SetScalableContext(uint16_t rid, const ScalableContextSpec& s) {
+  if (!scalable_) return absl::FailedPreconditionError("legacy-mode table");
+  absl::StatusOr<uint64_t> a = ContextEntryAddress(rid);
+  if (!a.ok()) return a.status();
+  absl::StatusOr<std::array<uint64_t, 4>> cur = memory_.ReadObj<std::array<uint64_t, 4>>(*a);
+  if (!cur.ok()) return cur.status();
+  uint64_t dir = (*cur)[0] & kPageMask;
+  if (dir == 0) {
+    // A directory for 2^(pdts+7) entries of 8 bytes: up to 128 KiB, allocated contiguously.
+    uint64_t pages = std::max<uint64_t>(1, ((uint64_t{1} << (s.pdts + 7)) * 8) / 4096);
+    for (uint64_t i = 0; i < pages; ++i) {
+      absl::StatusOr<uint64_t> p = alloc_.AllocPage();
+      if (!p.ok()) return p.status();
+      if (i == 0) dir = *p;
+      if (*p != dir + i * 4096) return absl::InternalError("PASID directory pages not contiguous");
+    }
+  }
+  return memory_.WriteObj(*a, EncodeScalableContext(s, dir));
+}
+
+absl::Status VtdTableBuilder::ClearContext(uint16_t rid) {
+  absl::StatusOr<uint64_t> a = ContextEntryAddress(rid);
+  if (!a.ok()) return a.status();
+  // Keep the PASID directory pointer so a later SetScalableContext reuses it; clear P.
+  absl::StatusOr<uint64_t> lo = memory_.ReadObj<uint64_t>(*a);
+  if (!lo.ok()) return lo.status();
+  return memory_.WriteObj<uint64_t>(*a, *lo & ~uint64_t{1});
+}
+
+absl::StatusOr<uint64_t> VtdTableBuilder::PasidDirectory(uint16_t rid) const {
+  const uint64_t re = root_ + (rid >> 8) * 16ull + (((rid & 0xff) >= 128) ? 8 : 0);
+  absl::StatusOr<uint64_t> root = memory_.ReadObj<uint64_t>(re);
+  if (!root.ok()) return root.status();
+  if (!(*root & 1)) return absl::NotFoundError("no context table");
+  absl::StatusOr<uint64_t> ctx = memory_.ReadObj<uint64_t>((*root & kPageMask) + (rid & 0x7f) * 32ull);
+  if (!ctx.ok()) return ctx.status();
+  if (!(*ctx & kPageMask)) return absl::NotFoundError("no PASID directory");
+  return *ctx & kPageMask;
+}
+
+absl::StatusOr<uint64_t> VtdTableBuilder::PasidEntryAddress(uint16_t rid, uint32_t pasid) {
+  absl::StatusOr<uint64_t> dir = PasidDirectory(rid);
+  if (!dir.ok()) return dir.status();
+  const uint64_t de_addr = *dir + (pasid >> 6) * 8ull;
+  absl::StatusOr<uint64_t> de = memory_.ReadObj<uint64_t>(de_addr);
+  if (!de.ok()) return de.status();
+  if (!(*de & 1)) {
+    absl::StatusOr<uint64_t> table = alloc_.AllocPage();
+    if (!table.ok()) return table.status();
+    if (absl::Status s = memory_.WriteObj<uint64_t>(de_addr, *table | 1); !s.ok()) return s;
+    *de = *table | 1;
+  }
+  return (*de & kPageMask) + (pasid & 0x3f) * 64ull;
+}
+
+absl::Status VtdTableBuilder::SetPasidEntry(uint16_t rid, uint32_t pasid, const PasidEntrySpec& s) {
+  absl::StatusOr<uint64_t> a = PasidEntryAddress(rid, pasid);
+  if (!a.ok()) return a.status();
+  return memory_.WriteObj(*a, EncodePasidEntry(s));
+}
+
+absl::Status VtdTableBuilder::ClearPasidEntry(uint16_t rid, uint32_t pasid) {
+  absl::StatusOr<uint64_t> a = PasidEntryAddress(rid, pasid);
+  if (!a.ok()) return a.status();
+  return memory_.WriteObj(*a, std::array<uint64_t, 8>{});
+}
+
+std::array<uint64_t, 2> EncodeIrte(const IrteSpec& s) {
+  uint64_t lo = uint64_t{s.present} | (uint64_t{s.fpd} << 1) | (uint64_t{s.dest_logical} << 2) |
+                (uint64_t{s.redirection_hint} << 3) | (uint64_t{s.level} << 4) |
+                (uint64_t{s.delivery_mode & 7u} << 5) | (uint64_t{s.vector} << 16);
+  lo |= s.x2apic ? (uint64_t{s.dest} << 32) : (uint64_t{s.dest & 0xffu} << 40);
+  uint64_t hi = s.sid | (uint64_t{s.sq & 3u} << 16) | (uint64_t{s.svt & 3u} << 18);
+  return {lo, hi};
+}
+
+MsiMessage RemappableMsi(uint32_t index, uint16_t requester_id) {
+  MsiMessage m;
+  m.address = 0xfee00000ull | (uint64_t{index & 0x7fff} << 5) | (1u << 4) | (uint64_t{(index >> 15) & 1} << 2);
+  m.data = 0;
+  m.requester_id = requester_id;
+  return m;
+}
+
+// ----- Descriptors -----
+
+static InvDescriptor D(uint64_t q0, uint64_t q1 = 0) {
+  InvDescriptor d;
+  d.qw[0] = q0;
+  d.qw[1] = q1;
+  return d;
+}
+
+InvDescriptor CcGlobal() { return D(kDescContextCache | (1u << 4)); }
+InvDescriptor CcDomain(uint16_t did) { return D(kDescContextCache | (2u << 4) | (uint64_t{did} << 16)); }
+InvDescriptor CcDevice(uint16_t did, uint16_t sid, uint8_t fm) {
+  return D(kDescContextCache | (3u << 4) | (uint64_t{did} << 16) | (uint64_t{sid} << 32) | (uint64_t{fm & 3u} << 48));
+}
+InvDescriptor IotlbGlobal() { return D(kDescIotlb | (1u << 4)); }
+InvDescriptor IotlbDomain(uint16_t did) { return D(kDescIotlb | (2u << 4) | (uint64_t{did} << 16)); }
+InvDescriptor IotlbPage(uint16_t did, uint64_t addr, uint8_t am, bool ih) {
+  return D(kDescIotlb | (3u << 4) | (uint64_t{did} << 16), (addr & kPageMask) | (uint64_t{ih} << 6) | (am & 0x3f));
+}
+InvDescriptor DevTlb(uint16_t sid, uint64_t addr, bool size_bit) {
+  return D(kDescDeviceTlb | (uint64_t{sid} << 32), (addr & kPageMask) | uint64_t{size_bit});
+}
+InvDescriptor IecGlobal() { return D(kDescIec); }
+InvDescriptor IecIndex(uint16_t index, uint8_t im) {
+  return D(kDescIec | (1u << 4) | (uint64_t{im & 0x1fu} << 27) | (uint64_t{index} << 32));
+}
+InvDescriptor Wait(uint64_t status_addr, uint32_t data, bool sw, bool interrupt) {
+  return D(kDescWait | (uint64_t{interrupt} << 4) | (uint64_t{sw} << 5) | (uint64_t{data} << 32), status_addr & ~3ull);
+}
+InvDescriptor PIotlbPasid(uint16_t did, uint32_t pasid) {
+  return D(kDescPasidIotlb | (2u << 4) | (uint64_t{did} << 16) | (uint64_t{pasid & 0xfffff} << 32));
+}
+InvDescriptor PIotlbPage(uint16_t did, uint32_t pasid, uint64_t addr, uint8_t am, bool ih) {
+  return D(kDescPasidIotlb | (3u << 4) | (uint64_t{did} << 16) | (uint64_t{pasid & 0xfffff} << 32),
+           (addr & kPageMask) | (uint64_t{ih} << 6) | (am & 0x3f));
+}
+InvDescriptor PasidCacheInv(uint8_t g, uint16_t did, uint32_t pasid) {
+  return D(kDescPasidCache | (uint64_t{g & 3u} << 4) | (uint64_t{did} << 16) | (uint64_t{pasid & 0xfffff} << 32));
+}
+InvDescriptor PDevTlb(uint16_t sid, uint32_t pasid, uint64_t addr, bool size_bit) {
+  return D(kDescPasidDeviceTlb | (uint64_t{sid} << 16) | (uint64_t{pasid & 0xfffff} << 32),
+           (addr & kPageMask) | (uint64_t{size_bit} << 11));
+}
+InvDescriptor PageGroupResponse(uint16_t rid, std::optional<uint32_t> pasid, uint8_t code, uint16_t index,
+                                bool last) {
+  return D(kDescPageGroupResponse | (uint64_t{pasid.has_value()} << 4) | (uint64_t{code & 0xfu} << 12) |
+               (uint64_t{rid} << 16) | (uint64_t{pasid.value_or(0) & 0xfffff} << 32),
+           (uint64_t{last} << 2) | (uint64_t{index & 0x1ffu} << 3));
+}
+
+// ----- Driver -----
+
+VtdTestDriver::VtdTestDriver(VtdIommu& iommu, PhysMemory& memory, PageAllocator& alloc)
+    : iommu_(iommu), memory_(memory), alloc_(alloc) {}
+
+void VtdTestDriver::Command(uint32_t one_shot) { iommu_.WriteRegister(kGcmdReg, gcmd_ | one_shot, 4); }
+
+void VtdTestDriver::SetPersistent(uint32_t bit, bool on) {
+  gcmd_ = on ? (gcmd_ | bit) : (gcmd_ & ~bit);
+  Command(0);
+}
+
+absl::Status VtdTestDriver::Init(bool scalable) {
+  const uint64_t ecap = iommu_.ReadRegister(kEcapReg);
+  // Queued invalidation first (dmar.c:1652-1688): IQT=0, IQA = base | DW | QS=1, QIE.
+  dw_ = (ecap >> 43) & 1;
+  absl::StatusOr<uint64_t> q0 = alloc_.AllocPage();
+  absl::StatusOr<uint64_t> q1 = alloc_.AllocPage();
+  absl::StatusOr<uint64_t> st = alloc_.AllocPage();
+  if (!q0.ok() || !q1.ok() || !st.ok()) return absl::ResourceExhaustedError("no pages for the queue");
+  if (*q1 != *q0 + 4096) return absl::InternalError("queue pages not contiguous");
+  iq_base_ = *q0;
+  status_page_ = *st;
+  iommu_.WriteRegister(kIqtReg, 0, 4);
+  iommu_.WriteRegister(kIqaReg, iq_base_ | (dw_ ? (1u << 11) : 0u) | 1u);
+  iq_tail_ = 0;
+  SetPersistent(kGcmdQie, true);
+  if (!(iommu_.ReadRegister(kGstsReg, 4) & kGcmdQie)) return absl::InternalError("QIES not set");
+  // Root table: RTADDR = root | SMT, SRTP, then global invalidations (iommu.c:1120-1151).
+  tables_.emplace(memory_, alloc_, scalable);
+  if (absl::Status s = tables_->Init(); !s.ok()) return s;
+  iommu_.WriteRegister(kRtaddrReg, tables_->rtaddr());
+  Command(kGcmdSrtp);
+  if (!(iommu_.ReadRegister(kGstsReg, 4) & kGcmdSrtp)) return absl::InternalError("RTPS not set");
+  std::vector<InvDescriptor> inv = {CcGlobal(), IotlbGlobal()};
+  if (scalable) inv.push_back(PasidCacheInv(3, 0, 0));
+  return SubmitSync(inv);
+}
+
+absl::Status VtdTestDriver::EnableTranslation() {
+  SetPersistent(kGcmdTe, true);
+  return (iommu_.ReadRegister(kGstsReg, 4) & kGcmdTe) ? absl::OkStatus() : absl::InternalError("TES not set");
+}
+
+absl::Status VtdTestDriver::DisableTranslation() {
+  SetPersistent(kGcmdTe, false);
+  return absl::OkStatus();
+}
+
+absl::Status VtdTestDriver::EnableInterruptRemapping(uint32_t entries_log2, bool x2apic) {
+  // irq_remapping.c:458-517: IRTA = base | EIME | S; SIRTP; global IEC; IRE; clear CFI.
+  uint64_t bytes = (uint64_t{1} << entries_log2) * 16;
+  for (uint64_t off = 0; off < std::max<uint64_t>(bytes, 4096); off += 4096) {
+    absl::StatusOr<uint64_t> p = alloc_.AllocPage();
+    if (!p.ok()) return p.status();
+    if (off == 0) irt_base_ = *p;
+    if (*p != irt_base_ + off) return absl::InternalError("IRT pages not contiguous");
+  }
+  iommu_.WriteRegister(kIrtaReg, irt_base_ | (x2apic ? (1u << 11) : 0u) | ((entries_log2 - 1) & 0xf));
+  Command(kGcmdSirtp);
+  if (absl::Status s = SubmitSync({IecGlobal()}); !s.ok()) return s;
+  SetPersistent(kGcmdIre, true);
+  SetPersistent(kGcmdCfi, false);
+  return (iommu_.ReadRegister(kGstsReg, 4) & kGcmdIre) ? absl::OkStatus() : absl::InternalError("IRES not set");
+}
+
+absl::Status VtdTestDriver::WriteIrte(uint32_t index, const IrteSpec& s) {
+  if (absl::Status st = memory_.WriteObj(irt_base_ + index * 16ull, EncodeIrte(s)); !st.ok()) return st;
+  return SubmitSync({IecIndex(static_cast<uint16_t>(index), 0)});
+}
+
+absl::Status VtdTestDriver::EnablePageRequests(uint64_t msi_address, uint32_t msi_data) {
+  // prq.c:292-338: PQH = PQT = 0, PQA = base | 4 (16 pages = 64 KiB).
+  for (int i = 0; i < 16; ++i) {
+    absl::StatusOr<uint64_t> p = alloc_.AllocPage();
+    if (!p.ok()) return p.status();
+    if (i == 0) prq_base_ = *p;
+    if (*p != prq_base_ + i * 4096ull) return absl::InternalError("PRQ pages not contiguous");
+  }
+  iommu_.WriteRegister(kPqhReg, 0);
+  iommu_.WriteRegister(kPqtReg, 0);
+  iommu_.WriteRegister(kPqaReg, prq_base_ | 4);
+  iommu_.WriteRegister(kPedataReg, msi_data, 4);
+  iommu_.WriteRegister(kPeaddrReg, msi_address & 0xffffffff, 4);
+  iommu_.WriteRegister(kPeuaddrReg, msi_address >> 32, 4);
+  iommu_.WriteRegister(kPectlReg, 0, 4);
+  return absl::OkStatus();
+}
+
+void VtdTestDriver::SetFaultMsi(uint64_t address, uint32_t data) {
+  iommu_.WriteRegister(kFedataReg, data, 4);
+  iommu_.WriteRegister(kFeaddrReg, address & 0xffffffff, 4);
+  iommu_.WriteRegister(kFeuaddrReg, address >> 32, 4);
+  iommu_.WriteRegister(kFectlReg, 0, 4);
+}
+
+absl::Status VtdTestDriver::Submit(const std::vector<InvDescriptor>& descriptors) {
+  const uint32_t qbytes = 4096u << 1;
+  const uint32_t db = descriptor_bytes();
+  for (const InvDescriptor& d : descriptors) {
+    if (absl::Status s = memory_.Write(iq_base_ + iq_tail_, d.qw.data(), db); !s.ok()) return s;
+    iq_tail_ = (iq_tail_ + db) % qbytes;
+  }
+  iommu_.WriteRegister(kIqtReg, iq_tail_, 4);
+  return absl::OkStatus();
+}
+
+absl::Status VtdTestDriver::SubmitSync(const std::vector<InvDescriptor>& descriptors) {
+  std::vector<InvDescriptor> all = descriptors;
+  const uint32_t seq = ++wait_seq_;
+  all.push_back(Wait(status_page_, seq));
+  if (absl::Status s = Submit(all); !s.ok()) return s;
+  absl::StatusOr<uint32_t> got = memory_.ReadObj<uint32_t>(status_page_);
+  if (!got.ok()) return got.status();
+  if (*got != seq) {
+    return absl::InternalError(absl::StrFormat("wait descriptor did not complete: FSTS=%#x IQERCD=%#x IQH=%#x IQT=%#x",
+                                               iommu_.ReadRegister(kFstsReg, 4), iommu_.ReadRegister(kIqercdReg),
+                                               iommu_.ReadRegister(kIqhReg), iommu_.ReadRegister(kIqtReg)));
+  }
+  return absl::OkStatus();
+}
+
+// ----- Recorders -----
+
+absl::Status RecordingMsiSink::SendMsi(const MsiMessage& msi) {
+  absl::MutexLock l(&mu_);
+  msis_.push_back(msi);
+  return absl::OkStatus();
+}
+
+std::vector<MsiMessage> RecordingMsiSink::Take() {
+  absl::MutexLock l(&mu_);
+  return std::exchange(msis_, {});
+}
+
+size_t RecordingMsiSink::count() const {
+  absl::MutexLock l(&mu_);
+  return msis_.size();
+}
+
+void RecordingDmaClient::OnPageResponse(const PageResponse& response) {
+  absl::MutexLock l(&mu_);
+  responses_.push_back(response);
+}
+
+void RecordingDmaClient::OnDeviceTlbInvalidate(std::optional<uint32_t> pasid, uint64_t addr, uint64_t size) {
+  absl::MutexLock l(&mu_);
+  invalidations_.push_back({pasid, addr, size});
+}
+
+std::vector<PageResponse> RecordingDmaClient::responses() const {
+  absl::MutexLock l(&mu_);
+  return responses_;
+}
+
+std::vector<RecordingDmaClient::AtcInvalidation> RecordingDmaClient::invalidations() const {
+  absl::MutexLock l(&mu_);
+  return invalidations_;
+}
+
+}  // namespace ionest::vtd::testing
