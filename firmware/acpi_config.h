@@ -1,6 +1,7 @@
 // Description of the ionest machine that the ACPI tables publish. Filled by the VMM at start-up
 // (host data, never guest data); ValidateAcpiConfig() rejects inconsistent values with
-// InvalidArgument. Defaults match vmm/memory_layout.h and devices/acpi_pm_layout.h.
+// InvalidArgument. Defaults match vmm/memory_layout.h, devices/acpi_pm_layout.h and
+// devices/pci_layout.h (acpi_config_test checks the ones it can include).
 // Thread-compatible value types.
 #pragma once
 
@@ -10,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "devices/acpi_pm_layout.h"
+#include "devices/pci_layout.h"
 
 namespace ionest {
 
@@ -80,13 +82,15 @@ struct AcpiConfig {
   uint32_t local_apic_address = 0xFEE0'0000;
 
   // PCI (MCFG; DSDT host bridge). One segment (0).
-  uint64_t ecam_base = 0xE000'0000;  // ECAM address of bus 0 (MCFG semantics)
-  uint8_t bus_start = 0;
-  uint8_t bus_end = 255;
-  uint32_t mmio32_base = 0xC000'0000;
-  uint32_t mmio32_size = 0x2000'0000;
-  uint64_t mmio64_base = 0x100'0000'0000;  // 1 TiB (above the 1 TiB RAM limit)
-  uint64_t mmio64_size = 0x40'0000'0000;   // 256 GiB; 0 = no 64-bit window
+  // The host bridge _CRS windows must contain every BAR the VMM pre-assigns (PciHost::
+  // AssignResources uses the same pci_layout windows) or Linux moves the BARs.
+  uint64_t ecam_base = pci_layout::kEcamBase;  // ECAM address of bus 0 (MCFG semantics)
+  uint8_t bus_start = pci_layout::kEcamStartBus;
+  uint8_t bus_end = pci_layout::kEcamEndBus;
+  uint32_t mmio32_base = pci_layout::kMmio32Base;
+  uint32_t mmio32_size = pci_layout::kMmio32Size;
+  uint64_t mmio64_base = pci_layout::kMmio64Base;
+  uint64_t mmio64_size = pci_layout::kMmio64Size;  // 0 = no 64-bit window
   // Legacy INTx: if set, the host bridge gets a _PRT routing INTA-D of every root-bus slot to
   // GSI base + ((slot + pin) % 4) (level, active-low, as Linux assumes for _PRT GSIs). nullopt =
   // MSI only, no _PRT.

@@ -1,6 +1,7 @@
 #include "firmware/acpi_config.h"
 
 #include "devices/cmos_rtc.h"
+#include "devices/pci_layout.h"
 #include "gtest/gtest.h"
 #include "vmm/memory_layout.h"
 
@@ -17,11 +18,13 @@ TEST(AcpiConfig, DefaultsMatchMachineLayout) {
   EXPECT_EQ(EcamWindowSize(c), kEcamSize);
   EXPECT_EQ(c.mmio32_base, kPciMmioStart);
   EXPECT_EQ(c.mmio32_size, kPciMmioSize);
-  EXPECT_EQ(c.ioapic_address, kIoapicBase);
   EXPECT_EQ(c.local_apic_address, kLapicBase);
   EXPECT_EQ(c.vtd->register_base, kVtdBase);
   EXPECT_EQ(4096u << c.vtd->register_size_log2_pages, kVtdSize);
   EXPECT_EQ(c.cmos_century_index, kCmosCentury);
+  // The I/O BAR window lies inside the host bridge's 0x0D00-0xFFFF I/O window.
+  EXPECT_GE(pci_layout::kIoBase, 0x0D00u);
+  EXPECT_LE(pci_layout::kIoBase + uint32_t{pci_layout::kIoSize}, 0x10000u);
 }
 
 AcpiConfig Valid() {

@@ -87,6 +87,11 @@ TEST(Dmar, NoSatcWithoutEndpoints) {
   EXPECT_EQ(d.size(), 48u + 24u + 8u);
 }
 
+TEST(Dmar, DefaultsMatchIoapicModel) {
+  EXPECT_EQ(AcpiConfig{}.ioapic_address, kIoapicBase);
+  EXPECT_EQ(VtdAcpiConfig{}.ioapic_path.SourceId(), kIoapicDefaultSourceId);
+}
+
 TEST(PciPath, SourceIdRoundTrip) {
   PciPath p = PciPath::FromSourceId(0xF0F8);
   EXPECT_EQ(p.start_bus, 0xF0);
