@@ -13,17 +13,16 @@ JOBS ?= $(shell nproc)
 # vtd: pass --iommu=vtd; none: no IOMMU option; auto: vtd if `ionest --help` mentions --iommu.
 IOMMU ?= auto
 CPUS ?= 2
-MEMORY ?= 256
-# The guest sees the host's CPUID (KVM_SET_CPUID2 has no effect here); hide what the
-# software KVM cannot emulate in guest kernel code (docs: shared notes, kvm-on-these-machines).
-CMDLINE_EXTRA ?= noxsave clearcpuid=popcnt,smap,fsgsbase,cx16,bmi1,bmi2,rdtscp,rdpid,pcid,invpcid,abm,movbe,adx,clflushopt,clwb
+MEMORY ?= 256M
+# Appended to ionest's own defaults (console, fast-boot and CPUID-policy parameters).
+CMDLINE_EXTRA ?=
 
 KERNEL := $(IONEST_CACHE)/kernel/current/vmlinux
 INITRD_DIR := $(IONEST_CACHE)/initramfs
 DEBIAN_BZIMAGE := $(IONEST_CACHE)/debian/current/vmlinuz
 SUITES := $(notdir $(wildcard guest-tests/suites/*))
 CMAKE_VARS := -DIONEST_GUEST_KERNEL=$(KERNEL) -DIONEST_GUEST_INITRD_DIR=$(INITRD_DIR) \
-  -DIONEST_DEBIAN_BZIMAGE=$(DEBIAN_BZIMAGE) -DIONEST_GUEST_IOMMU=$(IOMMU) \
+  -DIONEST_DEBIAN_BZIMAGE=$(DEBIAN_BZIMAGE) \
   "-DIONEST_GUEST_CMDLINE_EXTRA=$(CMDLINE_EXTRA)"
 
 .PHONY: all setup kernel debian-kernel initramfs configure build fuzz-build run test
@@ -71,7 +70,7 @@ run: setup kernel initramfs build
 	esac; \
 	set -x; \
 	exec "$$vmm" --kernel $(KERNEL) --initrd $(INITRD_DIR)/default.cpio \
-	  --cmdline "console=ttyS0 $(CMDLINE_EXTRA)" --memory $(MEMORY) --cpus $(CPUS) "$${iommu[@]}"
+	  --cmdline "console=ttyS0 $(CMDLINE_EXTRA)" --memory $(MEMORY) --cpus $(CPUS) --console "$${iommu[@]}"
 
 # Runs every label in $(BUILD) and the fuzzers in $(FUZZ_BUILD), then prints one
 # line summing CTest tests and guest KTAP cases (scripts/summarize-tests.py).

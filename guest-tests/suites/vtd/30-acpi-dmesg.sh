@@ -1,0 +1,1 @@
+../basic/30-acpi-dmesg.sh
