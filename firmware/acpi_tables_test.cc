@@ -103,6 +103,25 @@ TEST(AcpiTables, RejectsTooSmallArea) {
   EXPECT_EQ(blob.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(AcpiTables, ManyCpusUseMultiBytePkgLengthsAndX2Apic) {
+  AcpiConfig c = ConfigWithCpus(300);  // IDs 255-299 need x2APIC entries; \_SB exceeds 4 KiB
+  absl::StatusOr<AcpiBlob> blob = BuildAcpiTables(c);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  for (const char* sig : {"DSDT", "APIC"}) {
+    const Bytes t = TableAt(*blob, FindTable(*blob, sig)->gpa);
+    EXPECT_EQ(AcpiSum(t.data(), t.size()), 0) << sig;
+  }
+  const Bytes madt = TableAt(*blob, FindTable(*blob, "APIC")->gpa);
+  EXPECT_EQ(madt.size(), 44u + 255 * 8 + 45 * 16 + 12 + 2 * 10 + 6 + 12);
+}
+
+TEST(AcpiTables, MaxCpusExceedTheDefaultAreaWithoutCrashing) {
+  AcpiConfig c = ConfigWithCpus(kMaxAcpiCpus);
+  EXPECT_EQ(BuildAcpiTables(c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.max_size = 1 << 20;
+  EXPECT_TRUE(BuildAcpiTables(c).ok());
+}
+
 TEST(AcpiTables, RejectsInvalidConfig) {
   AcpiConfig c = FullConfig();
   c.apic_ids = {1, 1};

@@ -57,6 +57,22 @@ class IaslTest : public ::testing::Test {
     return ReadFile(log);
   }
   std::string Iasl(const std::string& args) { return Run("iasl", args); }
+  // Disassembles `dsdt`, recompiles the ASL with name optimization off and expects the identical
+  // AML body (headers differ in the compiler ID fields). Returns the ASL.
+  std::string RoundTrip(const Bytes& dsdt) {
+    WriteFile(dir_ + "/dsdt.dat", dsdt);
+    Iasl("-d dsdt.dat");
+    const std::string asl = ReadFile(dir_ + "/dsdt.dsl");
+    const std::string out = Iasl("-on -p recompiled dsdt.dsl");
+    EXPECT_NE(out.find("0 Errors, 0 Warnings"), std::string::npos) << out;
+    const std::string aml = ReadFile(dir_ + "/recompiled.aml");
+    EXPECT_EQ(aml.size(), dsdt.size());
+    if (aml.size() == dsdt.size()) {
+      EXPECT_TRUE(aml.substr(kAcpiHeaderSize) == std::string(dsdt.begin() + kAcpiHeaderSize, dsdt.end()))
+          << "recompiled AML differs";
+    }
+    return asl;
+  }
   // Writes every table of `blob` except the RSDP/XSDT (acpiexec builds its own) as SIG.dat.
   std::string WriteTables(const AcpiBlob& blob) {
     std::string files;
@@ -75,9 +91,7 @@ TEST_F(IaslTest, DsdtDisassemblesAndRecompilesIdentically) {
   absl::StatusOr<AcpiBlob> blob = BuildAcpiTables(c);
   ASSERT_TRUE(blob.ok()) << blob.status();
   const Bytes dsdt = TableAt(*blob, FindTable(*blob, "DSDT")->gpa);
-  WriteFile(dir_ + "/dsdt.dat", dsdt);
-  Iasl("-d dsdt.dat");
-  const std::string asl = ReadFile(dir_ + "/dsdt.dsl");
+  const std::string asl = RoundTrip(dsdt);
   for (const char* want : {"Device (PCI0)", "EisaId (\"PNP0A08\")", "EisaId (\"PNP0A03\")", "Name (_SEG, Zero)",
                            "Device (COM1)", "EisaId (\"PNP0501\")", "0x03F8", "IRQNoFlags ()", "{4}",
                            "EisaId (\"PNP0C02\")", "0x00000000E0000000", "0x00000000EFFFFFFF",
@@ -86,12 +100,16 @@ TEST_F(IaslTest, DsdtDisassemblesAndRecompilesIdentically) {
                            "Name (\\_S5, Package (0x04)"}) {
     EXPECT_NE(asl.find(want), std::string::npos) << "missing: " << want << "\n" << asl;
   }
-  const std::string out = Iasl("-on -p recompiled dsdt.dsl");
-  EXPECT_NE(out.find("0 Errors, 0 Warnings"), std::string::npos) << out;
-  const std::string aml = ReadFile(dir_ + "/recompiled.aml");
-  ASSERT_EQ(aml.size(), dsdt.size());
-  // Bodies match byte for byte (the headers differ in the compiler ID fields).
-  EXPECT_EQ(aml.substr(kAcpiHeaderSize), std::string(dsdt.begin() + kAcpiHeaderSize, dsdt.end()));
+}
+
+TEST_F(IaslTest, LargeDsdtWithThreeBytePkgLengthsRoundTrips) {
+  AcpiConfig c = ConfigWithCpus(300);
+  c.max_size = 1 << 20;
+  absl::StatusOr<AcpiBlob> blob = BuildAcpiTables(c);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  const Bytes dsdt = TableAt(*blob, FindTable(*blob, "DSDT")->gpa);
+  ASSERT_GT(dsdt.size(), 4096u);  // \_SB's PkgLength needs 3 bytes
+  EXPECT_NE(RoundTrip(dsdt).find("Device (C12B)"), std::string::npos);
 }
 
 TEST_F(IaslTest, DataTablesDisassembleCleanly) {
