@@ -111,7 +111,8 @@ absl::Status ValidateAcpiConfig(const AcpiConfig& c) {
   } ranges[] = {{EcamWindowStart(c), ecam_size, "ECAM"},
                 {c.mmio32_base, c.mmio32_size, "32-bit MMIO window"},
                 {c.ioapic_address, 0x1000, "IOAPIC"},
-                {c.local_apic_address, 0x1000, "local APIC"}};
+                {c.local_apic_address, 0x1000, "local APIC"},
+                {c.base_gpa, c.max_size, "ACPI table area"}};
   for (size_t i = 0; i < std::size(ranges); ++i) {
     for (size_t j = i + 1; j < std::size(ranges); ++j) {
       if (Overlap(ranges[i].base, ranges[i].size, ranges[j].base, ranges[j].size)) {

@@ -60,6 +60,7 @@ TEST(AcpiConfig, RejectsInconsistentValues) {
       {"mmio32 overlaps ecam", [](AcpiConfig& c) { c.mmio32_size = 0x20100000; }},
       {"mmio64 below 4G", [](AcpiConfig& c) { c.mmio64_base = 0x80000000; }},
       {"mmio64 wraps", [](AcpiConfig& c) { c.mmio64_base = 0xFFFFFFFF00000000, c.mmio64_size = 1ull << 33; }},
+      {"tables in mmio window", [](AcpiConfig& c) { c.base_gpa = 0xC0000000; }},
       {"intx below 16", [](AcpiConfig& c) { c.intx_gsi_base = 4; }},
       {"century index", [](AcpiConfig& c) { c.cmos_century_index = 0x09; }},
       {"haw", [](AcpiConfig& c) { c.vtd->host_address_width = 11; }},
