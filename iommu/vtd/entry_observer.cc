@@ -56,11 +56,7 @@ std::vector<ContextChange> EntryObserver::ScanContexts(const PhysMemory& memory,
     }
     check(rid);
   }
-  // Contexts that went away take their PASID entries with them.
-  for (const ContextChange& c : changes) {
-    if (!c.entry) absl::erase_if(pasids_, [&](const auto& kv) { return (kv.first >> 32) == c.rid; });
-  }
-  return changes;
+  return changes;  // PASID entries of vanished contexts are reported by the next ScanPasids
 }
 
 void EntryObserver::Compare(uint16_t rid, uint32_t pasid, const Decoded<PasidEntry>& d,
