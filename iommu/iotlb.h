@@ -1,5 +1,5 @@
 // Bounded, thread-safe IOTLB: caches successful translations (never faults) tagged by domain ID,
-// PASID (or kNoPasid) and page; LRU eviction; VT-d-style invalidations (§6.5.2.3 IOTLB
+// PASID (or kNoPasid) and page; CLOCK (second-chance LRU approximation) eviction; VT-d-style invalidations (§6.5.2.3 IOTLB
 // invalidation, §6.5.2.4 PASID-based IOTLB invalidation). The VT-d layer decides which scopes and
 // translation types a given descriptor targets; this class only does the matching.
 //
@@ -11,13 +11,16 @@
 // entries in range are always invalidated.
 //
 // Thread safety: every method may be called concurrently from any thread (vCPUs, event loop).
+// Lookups share a reader lock (they only set an atomic reference bit); inserts and invalidations
+// take it exclusively.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <list>
+#include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -66,7 +69,8 @@ class Iotlb {
 
   // Caches `result` for the page holding `addr`. Ignored if !result.ok, the page size is not 4 KiB /
   // 2 MiB / 1 GiB, or an invalidation happened since `generation` was read. Replaces an existing
-  // entry for the same tag; evicts the least recently used entry when full.
+  // entry for the same tag; when full evicts an entry not looked up since the clock hand last
+  // passed it (new entries start unreferenced).
   void Insert(uint16_t did, uint32_t pasid, uint64_t addr, const WalkResult& result, IotlbType type,
               uint64_t generation);
 
@@ -85,25 +89,32 @@ class Iotlb {
 
  private:
   static constexpr int kNumSizes = 3;  // 4 KiB, 2 MiB, 1 GiB
+  // Packed tag: page number and size in one word, domain and PASID in the other.
   struct Key {
-    uint64_t page = 0;  // addr >> page shift
-    uint32_t pasid = kNoPasid;
-    uint16_t did = 0;
-    uint8_t size_index = 0;
+    uint64_t page_and_size = 0;  // (addr >> page shift) << 2 | size index
+    uint64_t did_and_pasid = 0;  // did << 32 | pasid
+    static Key Make(uint16_t did, uint32_t pasid, uint64_t page, int size_index) {
+      return Key{page << 2 | static_cast<uint64_t>(size_index), uint64_t{did} << 32 | pasid};
+    }
+    uint64_t page() const { return page_and_size >> 2; }
+    int size_index() const { return static_cast<int>(page_and_size & 3); }
+    uint16_t did() const { return static_cast<uint16_t>(did_and_pasid >> 32); }
+    uint32_t pasid() const { return static_cast<uint32_t>(did_and_pasid); }
     bool operator==(const Key&) const = default;
     template <typename H>
     friend H AbslHashValue(H h, const Key& k) {
-      return H::combine(std::move(h), k.page, k.pasid, k.did, k.size_index);
+      return H::combine(std::move(h), k.page_and_size, k.did_and_pasid);
     }
   };
+  // Cached translation; the map value itself so a hit touches one hash slot.
   struct Entry {
-    Key key;
     uint64_t output_base = 0;
     uint32_t user_perms = 0;
     uint32_t supervisor_perms = 0;
+    uint32_t slot = 0;  // index in slot_keys_ (the CLOCK ring)
     IotlbType type = IotlbType::kSecondStage;
+    uint8_t referenced = 0;  // CLOCK bit; Lookup sets it through std::atomic_ref under the reader lock
   };
-  using List = std::list<Entry>;
   struct DidPasid {
     uint16_t did;
     uint32_t pasid;
@@ -115,19 +126,24 @@ class Iotlb {
   };
 
   static int PageShift(int size_index) { return 12 + 9 * size_index; }
-  void EraseLocked(List::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  using Map = absl::flat_hash_map<Key, Entry>;
+  void EraseLocked(Map::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint32_t AllocSlotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BumpGenerationLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   template <typename Pred>
   void EraseIfLocked(Pred pred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const size_t capacity_;
   mutable absl::Mutex mu_;
-  List lru_ ABSL_GUARDED_BY(mu_);  // most recently used first
-  absl::flat_hash_map<Key, List::iterator> index_ ABSL_GUARDED_BY(mu_);
+  Map index_ ABSL_GUARDED_BY(mu_);
+  std::vector<Key> slot_keys_ ABSL_GUARDED_BY(mu_);  // CLOCK ring: key held by each used slot
+  std::vector<uint32_t> free_slots_ ABSL_GUARDED_BY(mu_);
+  size_t clock_hand_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<DidPasid, size_t> tag_counts_ ABSL_GUARDED_BY(mu_);  // entries per (did, pasid)
   size_t size_counts_[kNumSizes] ABSL_GUARDED_BY(mu_) = {};
   std::atomic<uint64_t> generation_{0};  // written under mu_, read lock-free
-  IotlbStats stats_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> hits_{0}, misses_{0};
+  IotlbStats stats_ ABSL_GUARDED_BY(mu_);  // all but hits/misses
 };
 
 }  // namespace ionest

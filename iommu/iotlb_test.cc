@@ -230,14 +230,14 @@ TEST(IotlbTest, EvictionKeepsCapacityAndCorrectness) {
   }
 }
 
-TEST(IotlbTest, LruKeepsRecentlyUsed) {
+TEST(IotlbTest, ClockKeepsRecentlyUsed) {
   Iotlb tlb(4);
   for (uint64_t p = 0; p < 4; ++p)
     tlb.Insert(1, kNoPasid, p * kPage4K, Ok(p * kPage4K, kPage4K, kRW), IotlbType::kSecondStage, tlb.generation());
   ASSERT_TRUE(tlb.Lookup(1, kNoPasid, 0, kDmaRead));  // page 0 becomes most recent
   tlb.Insert(1, kNoPasid, 4 * kPage4K, Ok(0, kPage4K, kRW), IotlbType::kSecondStage, tlb.generation());
   EXPECT_TRUE(tlb.Lookup(1, kNoPasid, 0, kDmaRead));
-  EXPECT_FALSE(tlb.Lookup(1, kNoPasid, kPage4K, kDmaRead));  // least recently used went
+  EXPECT_FALSE(tlb.Lookup(1, kNoPasid, kPage4K, kDmaRead));  // not referenced since insertion: evicted first
   EXPECT_TRUE(tlb.Lookup(1, kNoPasid, 4 * kPage4K, kDmaRead));
 }
 
