@@ -1,5 +1,8 @@
 // IOMMU core micro-benchmarks: IOTLB hit, table walks (the IOTLB-miss cost), invalidation
 // processing, and a plain 8-byte guest-memory read as the baseline. See docs/iommu-benchmarks.md.
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -221,6 +224,7 @@ BENCHMARK(BM_IotlbInvalidateDomainScan);
 // Console output plus, at the end, every benchmark's CPU time relative to the guest-memory read.
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
+  RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_Color : OO_None) {}
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& r : runs)
