@@ -149,18 +149,18 @@ void PciDevice::UpdateBarMappings() {
     if (!b) continue;
     IoBus* bus = b->is_io() ? attachment_.pio : attachment_.mmio;
     const bool decode = cmd & (b->is_io() ? kCommandIo : kCommandMemory);
-    std::optional<uint64_t> want = ProgrammedAddress(i);
+    const uint64_t want = ProgrammedAddress(i).value_or(0);
     // Address 0 means "unassigned"; I/O BARs must lie inside the 64 KiB port space.
-    if (!decode || !bus || !want || *want == 0 || (b->is_io() && *want + b->size() > kIoSpaceEnd)) want.reset();
-    if (mapped_[i] && want && mapped_[i]->base == *want) continue;
+    const bool map = decode && bus && want != 0 && !(b->is_io() && want + b->size() > kIoSpaceEnd);
+    if (mapped_[i] && map && mapped_[i]->base == want) continue;
     if (mapped_[i]) {
       bus->Unregister(mapped_[i]->base).IgnoreError();
       mapped_[i].reset();
     }
-    if (!want) continue;
+    if (!map) continue;
     // Guest-chosen addresses may overlap other devices or wrap; such BARs stay unmapped.
-    if (bus->Register(*want, b->size(), b, absl::StrFormat("%s BAR%u", name_, i)).ok()) {
-      mapped_[i] = BarMapping{*want};
+    if (bus->Register(want, b->size(), b, absl::StrFormat("%s BAR%u", name_, i)).ok()) {
+      mapped_[i] = BarMapping{want};
     } else {
       ++map_failures_;
     }

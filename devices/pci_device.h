@@ -76,6 +76,7 @@ class PciDevice {
   PciBar* bar(unsigned index) { return index < bars_.size() ? bars_[index].get() : nullptr; }
   PciMsi* msi() { return msi_.get(); }
   PciMsix* msix() { return msix_.get(); }
+  const PciMsix* msix() const { return msix_.get(); }
   // Address a BAR is currently mapped at, if decoding is enabled and it is mapped.
   std::optional<uint64_t> BarMappedAt(unsigned index) const ABSL_LOCKS_EXCLUDED(map_mu_);
   // Guest BAR programmings that could not be mapped (overlap, wrap, beyond 64 KiB I/O space).
