@@ -10,6 +10,30 @@
 #include "absl/strings/str_format.h"
 
 namespace ionest {
+namespace {
+
+// <linux/kvm.h> declares its flexible arrays with __DECLARE_FLEX_ARRAY, whose empty struct has size
+// 1 in C++: sizeof(kvm_cpuid2)/kvm_msrs/kvm_irq_routing and the entries' offsets differ from the
+// kernel's C layout, and so do the ioctl numbers (they encode the size). Use the C layout: an 8-byte
+// header followed by the entries, with ioctl numbers built for that 8-byte header.
+constexpr size_t kFlexHeader = 8;
+constexpr unsigned long kIoctlGetSupportedCpuid = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x05, kFlexHeader);
+constexpr unsigned long kIoctlSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, kFlexHeader);
+constexpr unsigned long kIoctlGetMsrs = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x88, kFlexHeader);
+constexpr unsigned long kIoctlSetMsrs = _IOC(_IOC_WRITE, KVMIO, 0x89, kFlexHeader);
+constexpr unsigned long kIoctlSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, kFlexHeader);
+
+// Header word pair + entries, 8-byte aligned.
+template <typename Entry>
+struct FlexBuffer {
+  explicit FlexBuffer(size_t n) : words((kFlexHeader + n * sizeof(Entry) + 7) / 8, 0) {}
+  uint32_t* header() { return reinterpret_cast<uint32_t*>(words.data()); }
+  Entry* entries() { return reinterpret_cast<Entry*>(reinterpret_cast<uint8_t*>(words.data()) + kFlexHeader); }
+  void* data() { return words.data(); }
+  std::vector<uint64_t> words;
+};
+
+}  // namespace
 
 Fd::~Fd() {
   if (fd_ >= 0) close(fd_);
@@ -86,11 +110,13 @@ absl::StatusOr<int> KvmSystem::VcpuMmapSize() const {
 
 absl::StatusOr<std::vector<kvm_cpuid_entry2>> KvmSystem::SupportedCpuid() const {
   for (uint32_t n = 64; n <= 4096; n *= 2) {
-    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
-    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
-    c->nent = n;
-    int r = ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, c);
-    if (r == 0) return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+    FlexBuffer<kvm_cpuid_entry2> buf(n);
+    buf.header()[0] = n;
+    int r = ioctl(fd_.get(), kIoctlGetSupportedCpuid, buf.data());
+    if (r == 0) {
+      uint32_t got = std::min(buf.header()[0], n);
+      return std::vector<kvm_cpuid_entry2>(buf.entries(), buf.entries() + got);
+    }
     if (errno != E2BIG) return absl::ErrnoToStatus(errno, "ioctl KVM_GET_SUPPORTED_CPUID");
   }
   return absl::ResourceExhaustedError("KVM_GET_SUPPORTED_CPUID: too many entries");
@@ -145,6 +171,13 @@ absl::StatusOr<int> KvmVm::SignalMsi(uint64_t address, uint32_t data) {
   msi.address_hi = static_cast<uint32_t>(address >> 32);
   msi.data = data;
   return Ioctl(fd_.get(), KVM_SIGNAL_MSI, &msi, "KVM_SIGNAL_MSI");
+}
+
+absl::Status KvmVm::SetGsiRouting(const std::vector<kvm_irq_routing_entry>& entries) {
+  FlexBuffer<kvm_irq_routing_entry> buf(entries.size());
+  buf.header()[0] = entries.size();
+  std::copy(entries.begin(), entries.end(), buf.entries());
+  return Ioctl(fd_.get(), kIoctlSetGsiRouting, buf.data(), "KVM_SET_GSI_ROUTING").status();
 }
 
 absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmVm::CreateVcpu(int id) {
@@ -206,19 +239,17 @@ absl::Status KvmVcpu::SetFpu(const kvm_fpu& fpu) {
 }
 
 absl::Status KvmVcpu::SetCpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-  std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
-  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
-  c->nent = entries.size();
-  std::copy(entries.begin(), entries.end(), c->entries);
-  return Ioctl(fd_.get(), KVM_SET_CPUID2, c, "KVM_SET_CPUID2").status();
+  FlexBuffer<kvm_cpuid_entry2> buf(entries.size());
+  buf.header()[0] = entries.size();
+  std::copy(entries.begin(), entries.end(), buf.entries());
+  return Ioctl(fd_.get(), kIoctlSetCpuid2, buf.data(), "KVM_SET_CPUID2").status();
 }
 
 absl::Status KvmVcpu::SetMsrs(const std::vector<kvm_msr_entry>& msrs) {
-  std::vector<uint8_t> buf(sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry));
-  auto* m = reinterpret_cast<kvm_msrs*>(buf.data());
-  m->nmsrs = msrs.size();
-  std::copy(msrs.begin(), msrs.end(), m->entries);
-  auto r = Ioctl(fd_.get(), KVM_SET_MSRS, m, "KVM_SET_MSRS");
+  FlexBuffer<kvm_msr_entry> buf(msrs.size());
+  buf.header()[0] = msrs.size();
+  std::copy(msrs.begin(), msrs.end(), buf.entries());
+  auto r = Ioctl(fd_.get(), kIoctlSetMsrs, buf.data(), "KVM_SET_MSRS");
   if (!r.ok()) return r.status();
   if (static_cast<size_t>(*r) != msrs.size()) {
     return absl::InternalError(absl::StrFormat("KVM_SET_MSRS set %d of %d MSRs (first failing 0x%x)", *r,
@@ -228,16 +259,13 @@ absl::Status KvmVcpu::SetMsrs(const std::vector<kvm_msr_entry>& msrs) {
 }
 
 absl::StatusOr<uint64_t> KvmVcpu::GetMsr(uint32_t index) const {
-  struct {
-    kvm_msrs hdr;
-    kvm_msr_entry entry;
-  } m{};
-  m.hdr.nmsrs = 1;
-  m.entry.index = index;
-  auto r = Ioctl(fd_.get(), KVM_GET_MSRS, &m, "KVM_GET_MSRS");
+  FlexBuffer<kvm_msr_entry> buf(1);
+  buf.header()[0] = 1;
+  buf.entries()[0].index = index;
+  auto r = Ioctl(fd_.get(), kIoctlGetMsrs, buf.data(), "KVM_GET_MSRS");
   if (!r.ok()) return r.status();
   if (*r != 1) return absl::NotFoundError(absl::StrFormat("MSR 0x%x not readable", index));
-  return m.entry.data;
+  return buf.entries()[0].data;
 }
 
 absl::StatusOr<kvm_vcpu_events> KvmVcpu::GetEvents() const {

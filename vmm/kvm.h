@@ -71,6 +71,8 @@ class KvmVm {
   // KVM_SIGNAL_MSI; returns >0 delivered, 0 blocked by the guest (masked/no destination).
   absl::StatusOr<int> SignalMsi(uint64_t address, uint32_t data);
   absl::StatusOr<std::unique_ptr<KvmVcpu>> CreateVcpu(int id);
+  // Replaces the GSI routing table (KVM_SET_GSI_ROUTING).
+  absl::Status SetGsiRouting(const std::vector<kvm_irq_routing_entry>& entries);
   int fd() const { return fd_.get(); }
   KvmSystem& system() { return sys_; }
 

@@ -29,7 +29,7 @@ absl::StatusOr<MemoryLayout> ComputeMemoryLayout(uint64_t memory_size) {
   l.e820.push_back({kBiosEnd, l.low_ram_end - kBiosEnd, E820Type::kRam});
   // PCIe ECAM must be reserved in the memory map for Linux to trust MCFG (PCI Firmware spec 3.3 §4.1.2).
   l.e820.push_back({kEcamBase, kEcamSize, E820Type::kReserved});
-  l.e820.push_back({kIoapicBase, kIoapicSize, E820Type::kReserved});
+  l.e820.push_back({kLayoutIoapicBase, kLayoutIoapicSize, E820Type::kReserved});
   l.e820.push_back({kVtdBase, kVtdSize, E820Type::kReserved});
   l.e820.push_back({kLapicBase, kLapicSize, E820Type::kReserved});
   if (l.high_ram_size) l.e820.push_back({kHighRamStart, l.high_ram_size, E820Type::kRam});

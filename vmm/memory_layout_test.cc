@@ -18,7 +18,7 @@ TEST(MemoryLayoutTest, SmallGuestIsAllLowRam) {
       {0x9FC00, 0x100000 - 0x9FC00, E820Type::kReserved},
       {0x100000, (512ull << 20) - 0x100000, E820Type::kRam},
       {kEcamBase, kEcamSize, E820Type::kReserved},
-      {kIoapicBase, kIoapicSize, E820Type::kReserved},
+      {kLayoutIoapicBase, kLayoutIoapicSize, E820Type::kReserved},
       {kVtdBase, kVtdSize, E820Type::kReserved},
       {kLapicBase, kLapicSize, E820Type::kReserved},
   };

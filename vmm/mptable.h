@@ -1,6 +1,6 @@
 // Intel MultiProcessor Specification 1.4 table: STOPGAP for SMP enumeration until the firmware's
 // ACPI MADT is wired in. Describes N processors (APIC IDs 0..N-1, CPU 0 the BSP), one ISA bus, the
-// IOAPIC (ID N, at kIoapicBase) with ISA IRQ i -> pin i (IRQ0 -> pin 2), and LINT0 ExtINT / LINT1 NMI.
+// IOAPIC (ID N, at kLayoutIoapicBase) with ISA IRQ i -> pin i (IRQ0 -> pin 2), and LINT0 ExtINT / LINT1 NMI.
 // Pure function; thread-compatible.
 #pragma once
 

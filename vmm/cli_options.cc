@@ -1,0 +1,104 @@
+#include "vmm/cli_options.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "vmm/memory_layout.h"
+
+namespace ionest {
+
+std::string CliUsage() {
+  return R"(usage: ionest --kernel <vmlinux|bzImage> [options]
+  --kernel PATH            uncompressed vmlinux ELF or bzImage (gzip/xz/zstd payload)
+  --initrd PATH            initramfs (uncompressed cpio recommended)
+  --cmdline STR            extra guest command line (after the defaults; later parameters win)
+  --no-default-cmdline     do not prepend the fast-boot defaults and CPUID-policy parameters
+  --memory SIZE            guest RAM, e.g. 512M (default), 2G
+  --cpus N                 vCPUs, 1-8 (default 1)
+  --disk PATH              raw disk image for virtio-blk
+  --iommu none|vtd         DMA remapping for devices (default none)
+  --console                interactive serial console on this terminal (raw mode; Ctrl-A x quits)
+  --timeout SECONDS        stop the guest after this long (host wall time)
+  --syscall-workaround auto|on|off   kvm_pvm SYSCALL bug work-around (default auto)
+  --clear-simd-crypto      also clearcpuid SSSE3/SSE4/AES/PCLMUL/SHA/GFNI (kernels with SIMD crypto)
+The serial console (COM1) always goes to stdout; --console also connects stdin.
+Exit status: 0 guest powered off, 1 host/usage error, 2 guest reset (or panic, panic=-1),
+3 guest crash (triple fault, unhandled emulation failure), 4 timeout, 5 quit from the console.
+A boot-timing and work-around report is printed to stderr at exit.
+)";
+}
+
+absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
+  CliOptions o;
+  MachineOptions& m = o.machine;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string a = args[i];
+    if (a.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrFormat("unexpected argument '%s'", a));
+    std::string name = a.substr(2), value;
+    bool has_value = false;
+    if (size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    auto flag = [&](bool* out) -> absl::Status {
+      if (has_value) return absl::InvalidArgumentError(absl::StrFormat("--%s takes no value", name));
+      *out = true;
+      return absl::OkStatus();
+    };
+    auto need = [&]() -> absl::StatusOr<std::string> {
+      if (has_value) return value;
+      if (i + 1 >= args.size()) return absl::InvalidArgumentError(absl::StrFormat("--%s needs a value", name));
+      return args[++i];
+    };
+    absl::Status s;
+    if (name == "help" || name == "h") {
+      s = flag(&o.help);
+    } else if (name == "console") {
+      s = flag(&m.console);
+    } else if (name == "clear-simd-crypto") {
+      s = flag(&m.clear_simd_crypto);
+    } else if (name == "no-default-cmdline") {
+      bool b = false;
+      s = flag(&b);
+      m.default_cmdline = !b;
+    } else {
+      auto v = need();
+      if (!v.ok()) return v.status();
+      if (name == "kernel") {
+        m.kernel = *v;
+      } else if (name == "initrd") {
+        m.initrd = *v;
+      } else if (name == "cmdline") {
+        m.cmdline = *v;
+      } else if (name == "disk") {
+        m.disk = *v;
+      } else if (name == "iommu") {
+        if (*v != "none" && *v != "vtd") return absl::InvalidArgumentError("--iommu must be none or vtd");
+        m.iommu = *v;
+      } else if (name == "memory") {
+        auto size = ParseMemorySize(*v);
+        if (!size.ok()) return size.status();
+        m.memory = *size;
+      } else if (name == "cpus") {
+        if (!absl::SimpleAtoi(*v, &m.cpus) || m.cpus < 1 || m.cpus > kMaxVcpus) {
+          return absl::InvalidArgumentError(absl::StrFormat("--cpus must be 1..%d", kMaxVcpus));
+        }
+      } else if (name == "timeout") {
+        if (!absl::SimpleAtod(*v, &m.timeout_seconds) || !(m.timeout_seconds > 0)) {
+          return absl::InvalidArgumentError("--timeout must be a positive number of seconds");
+        }
+      } else if (name == "syscall-workaround") {
+        auto mode = ParseSyscallWorkaroundMode(*v);
+        if (!mode.ok()) return mode.status();
+        m.syscall_workaround = *mode;
+      } else {
+        return absl::InvalidArgumentError(absl::StrFormat("unknown option --%s (see --help)", name));
+      }
+    }
+    if (!s.ok()) return s;
+  }
+  if (!o.help && m.kernel.empty()) return absl::InvalidArgumentError("--kernel is required (see --help)");
+  return o;
+}
+
+}  // namespace ionest

@@ -1,0 +1,120 @@
+// The ionest machine: owns guest memory, the KVM VM and vCPUs, the PIO/MMIO buses, the devices,
+// the DMA provider (IOMMU or bypass), and the vCPU threads. Create() assembles everything and loads
+// the kernel; Run() starts the vCPUs and blocks until the guest powers off, resets or crashes, the
+// timeout expires, or the user quits.
+//
+// Thread safety: Create/Run on the main thread. RequestStop may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "devices/cmos_rtc.h"
+#include "devices/io_bus.h"
+#include "devices/ioapic.h"
+#include "devices/power_control.h"
+#include "devices/uart16550.h"
+#include "iommu/dma_space.h"
+#include "vmm/boot_timing.h"
+#include "vmm/console.h"
+#include "vmm/cpuid_policy.h"
+#include "vmm/emulation_stats.h"
+#include "vmm/guest_memory.h"
+#include "vmm/kvm.h"
+#include "vmm/kvm_msi_sink.h"
+#include "vmm/memory_layout.h"
+#include "vmm/stop_reason.h"
+#include "vmm/syscall_workaround.h"
+
+namespace ionest {
+
+inline constexpr int kMaxVcpus = 8;
+
+struct MachineOptions {
+  std::string kernel;
+  std::string initrd;
+  std::string cmdline;          // appended after the defaults (later parameters win)
+  bool default_cmdline = true;  // prepend DefaultGuestCmdline() + the CPUID policy additions
+  uint64_t memory = 512ull << 20;
+  int cpus = 1;
+  std::string disk;
+  std::string iommu = "none";  // none | vtd
+  bool console = false;        // interactive stdin
+  double timeout_seconds = 0;  // 0 = none
+  SyscallWorkaroundMode syscall_workaround = SyscallWorkaroundMode::kAuto;
+  bool clear_simd_crypto = false;
+};
+
+// Parameters that make the minimal guest boot fast on the emulating KVM (see
+// /work/shared/notes/kvm-on-these-machines.md): serial console, no legacy PTYs (pty_init costs
+// ~85 s), no IOAPIC timer check, trusted TSC, no mitigations patching, reboot through the i8042.
+std::string DefaultGuestCmdline();
+
+class Machine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Machine>> Create(const MachineOptions& options);
+  ~Machine();
+
+  // Blocks until the machine stops; returns why (and a human-readable detail in *detail).
+  StopReason Run(std::string* detail);
+  void RequestStop(StopReason reason, const std::string& detail);
+
+  const std::string& guest_cmdline() const { return guest_cmdline_; }
+  const BootTiming& timing() const { return timing_; }
+  const EmulationStats& emulation_stats() const { return stats_; }
+  const SyscallWorkaround* syscall_workaround() const { return syscall_.get(); }
+  // One line per vCPU: RIP, CPL, RFLAGS (after Run returned).
+  std::string DescribeVcpus() const;
+  std::string platform_tables() const { return platform_tables_; }
+
+ private:
+  explicit Machine(const MachineOptions& options) : options_(options) {}
+  absl::Status Init();
+  absl::Status SetupVm();
+  absl::Status SetupDevices();
+  absl::Status LoadGuest();
+  absl::Status SetupPlatformTables();
+  absl::Status SetupVcpus();
+  void UpdateGsiRoutes();
+
+  const MachineOptions options_;
+  MemoryLayout layout_;
+  std::string guest_cmdline_;
+  std::string platform_tables_;
+  uint64_t rsdp_addr_ = 0;
+  uint64_t kernel_entry_ = 0;
+  CpuidPolicy policy_;
+
+  std::unique_ptr<KvmSystem> kvm_;
+  std::unique_ptr<KvmVm> vm_;
+  std::unique_ptr<GuestMemory> memory_;
+  std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
+  std::unique_ptr<KvmMsiSink> msi_sink_;
+  std::unique_ptr<DmaSpaceProvider> dma_;
+  IoBus pio_{"pio"};
+  IoBus mmio_{"mmio"};
+  std::unique_ptr<Ioapic> ioapic_;
+  std::unique_ptr<Uart16550> uart_;
+  std::unique_ptr<PowerControl> power_;
+  std::unique_ptr<CmosRtc> rtc_;
+  std::unique_ptr<Console> console_;
+  std::unique_ptr<EmulationCompleter> decoder_;  // for the SYSCALL work-around's classification
+  std::unique_ptr<SyscallWorkaround> syscall_;
+  EmulationStats stats_;
+  BootTiming timing_;
+
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stopping_{false};
+  absl::Mutex stop_mu_;
+  StopReason stop_reason_ ABSL_GUARDED_BY(stop_mu_) = StopReason::kNone;
+  std::string stop_detail_ ABSL_GUARDED_BY(stop_mu_);
+};
+
+}  // namespace ionest

@@ -1,0 +1,44 @@
+// ionest: boots a Linux guest on KVM. See `ionest --help`.
+#include <cstdio>
+
+#include "absl/strings/str_format.h"
+#include "vmm/cli_options.h"
+#include "vmm/machine.h"
+
+int main(int argc, char** argv) {
+  using namespace ionest;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto cli = ParseCli(args);
+  if (!cli.ok()) {
+    std::fprintf(stderr, "ionest: %s\n", std::string(cli.status().message()).c_str());
+    return 1;
+  }
+  if (cli->help) {
+    std::fputs(CliUsage().c_str(), stdout);
+    return 0;
+  }
+  auto machine = Machine::Create(cli->machine);
+  if (!machine.ok()) {
+    std::fprintf(stderr, "ionest: %s\n", std::string(machine.status().message()).c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "ionest: %d vCPU(s), %s RAM, %s; guest cmdline: %s\n", cli->machine.cpus,
+               absl::StrFormat("%d MiB", cli->machine.memory >> 20).c_str(), (*machine)->platform_tables().c_str(),
+               (*machine)->guest_cmdline().c_str());
+  std::string detail;
+  StopReason reason = (*machine)->Run(&detail);
+  std::fprintf(stderr, "\r\nionest: stopped: %s%s%s\n", StopReasonName(reason), detail.empty() ? "" : ": ",
+               detail.c_str());
+  if (reason == StopReason::kTimeout || reason == StopReason::kGuestCrash) {
+    std::fprintf(stderr, "ionest: vCPU state: %s\n", (*machine)->DescribeVcpus().c_str());
+  }
+  std::fprintf(stderr, "ionest: boot timing: %s\n", (*machine)->timing().Report().c_str());
+  std::fprintf(stderr, "ionest: emulation-failure work-arounds: %s\n",
+               (*machine)->emulation_stats().Summary().c_str());
+  if (const SyscallWorkaround* sw = (*machine)->syscall_workaround()) {
+    std::fprintf(stderr, "ionest: SYSCALL work-around: %llu syscalls rewritten, %llu page faults passed, armed %llu times\n",
+                 (unsigned long long)sw->syscalls_rewritten(), (unsigned long long)sw->faults_passed_through(),
+                 (unsigned long long)sw->arm_count());
+  }
+  return ExitStatusFor(reason);
+}
