@@ -213,6 +213,29 @@ TEST_F(IotlbInvalidationTest, EveryInvalidationBumpsGeneration) {
   EXPECT_GT(tlb_.generation(), g);
 }
 
+TEST(IotlbTest, OverlappingSizesBothInvalidated) {
+  Iotlb tlb;
+  tlb.Insert(1, 2, 0x200000, Ok(0x800000, kPage2M, kRW), IotlbType::kNested, tlb.generation());
+  tlb.Insert(1, 2, 0x201000, Ok(0x901000, kPage4K, kRW), IotlbType::kNested, tlb.generation());
+  EXPECT_EQ(tlb.Lookup(1, 2, 0x201008, kDmaRead)->output, 0x901008u);  // smallest page wins
+  EXPECT_EQ(tlb.Lookup(1, 2, 0x202008, kDmaRead)->output, 0x802008u);
+  tlb.InvalidatePages(1, 2, 0x201000, 0, false);
+  EXPECT_EQ(tlb.size(), 0u);
+}
+
+TEST(IotlbTest, CapacityOne) {
+  Iotlb tlb(1);
+  tlb.Insert(1, kNoPasid, 0x1000, Ok(0x5000, kPage4K, kRW), IotlbType::kSecondStage, tlb.generation());
+  tlb.Insert(1, kNoPasid, 0x2000, Ok(0x6000, kPage4K, kRW), IotlbType::kSecondStage, tlb.generation());
+  EXPECT_EQ(tlb.size(), 1u);
+  EXPECT_FALSE(tlb.Lookup(1, kNoPasid, 0x1000, kDmaRead));
+  EXPECT_EQ(tlb.Lookup(1, kNoPasid, 0x2000, kDmaRead)->output, 0x6000u);
+  // Referenced, but the only candidate: still evicted (bounded CLOCK sweep).
+  tlb.Insert(1, kNoPasid, 0x3000, Ok(0x7000, kPage4K, kRW), IotlbType::kSecondStage, tlb.generation());
+  EXPECT_EQ(tlb.Lookup(1, kNoPasid, 0x3000, kDmaRead)->output, 0x7000u);
+  EXPECT_EQ(tlb.stats().evictions, 2u);
+}
+
 TEST(IotlbTest, EvictionKeepsCapacityAndCorrectness) {
   Iotlb tlb(64);
   for (uint64_t p = 0; p < 1000; ++p)

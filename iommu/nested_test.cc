@@ -176,6 +176,38 @@ TEST_F(NestedTest, SecondStageAdOnFirstStageTablePages) {
   EXPECT_EQ(*ss_->ReadEntry(0x50'0000, 1) & (ss::kA | ss::kD), ss::kA);
 }
 
+// 5-level first stage over a 3-level (39-bit) second stage: every table of the deeper walk goes
+// through the shallower one.
+TEST(NestedLevelsTest, FiveLevelFirstStageOverThreeLevelSecondStage) {
+  auto mem = *GuestMemory::Create({{0, 64ull << 20}});
+  PageAllocator ss_alloc(*mem, 1ull << 20, 2ull << 20);
+  auto ss = *SecondStageTableBuilder::Create(*mem, ss_alloc, 3);
+  ASSERT_TRUE(ss.Map(0, kGpaOffset, 4ull << 20, kDmaRead | kDmaWrite, kPage2M).ok());
+  OffsetPhysMemory view(*mem, kGpaOffset);
+  PageAllocator fs_alloc(view, 1ull << 20, 1ull << 20);
+  auto fs = *FirstStageTableBuilder::Create(view, fs_alloc, 5);
+  const uint64_t iova = 0x00AB'CDEF'0000'0000ull;  // canonical only with 57 bits
+  ASSERT_TRUE(fs.Map(iova, 0x30'0000, kPage4K, kDmaRead).ok());
+  FirstStageConfig first;
+  first.root = fs.root();
+  first.levels = 5;
+  SecondStageConfig second;
+  second.root = ss.root();
+  second.levels = 3;
+  second.aw_bits = 39;
+  second.superpage_mask = kSuperpage2M;
+  WalkResult r = WalkNested(*mem, first, second, iova + 0x44, kDmaRead);
+  ASSERT_TRUE(r.ok) << WalkFaultToString(r.fault);
+  EXPECT_EQ(r.output, kGpaOffset + 0x30'0044);
+  EXPECT_EQ(r.page_size, kPage4K);
+  // A first-stage output beyond the second stage's 39-bit input width.
+  ASSERT_TRUE(fs.Map(iova + kPage4K, 1ull << 39, kPage4K, kDmaRead).ok());
+  WalkResult w = WalkNested(*mem, first, second, iova + kPage4K, kDmaRead);
+  EXPECT_EQ(w.fault.stage, WalkStage::kSecond);
+  EXPECT_EQ(w.fault.kind, WalkFaultKind::kAddressWidth);
+  EXPECT_EQ(w.fault.addr, 1ull << 39);
+}
+
 TEST_F(NestedTest, FirstStageFaultsStillReportedAsFirst) {
   WalkResult r = Walk(0x1000, kDmaRead);
   EXPECT_EQ(r.fault.stage, WalkStage::kFirst);
