@@ -126,10 +126,18 @@ absl::Status Machine::SetupDevices() {
   if (absl::Status s = power_->RegisterOn(pio_); !s.ok()) return s;
   rtc_ = std::make_unique<CmosRtc>();
   if (absl::Status s = pio_.Register(kCmosIoBase, kCmosIoLen, rtc_.get(), "cmos-rtc"); !s.ok()) return s;
+  pci_ = std::make_unique<PciHost>(mmio_, pio_, *msi_sink_, *dma_);
+  if (absl::Status s = pci_->Register(); !s.ok()) return Annotate(s, "PCI host");
   if (!options_.disk.empty()) {
-    return absl::UnimplementedError("--disk: virtio-blk is not wired into the machine yet");
+    auto blk = VirtioBlk::Open(options_.disk, {});
+    if (!blk.ok()) return Annotate(blk.status(), "--disk");
+    blk_ = std::move(*blk);
+    auto pci = VirtioPciDevice::Create("virtio-blk", *blk_, VirtioBlk::kPciClass, {});
+    if (!pci.ok()) return pci.status();
+    blk_pci_ = std::move(*pci);
+    if (absl::Status s = pci_->AddDevice(kVirtioBlkDevfn, *blk_pci_); !s.ok()) return s;
   }
-  return absl::OkStatus();
+  return Annotate(pci_->AssignResources(), "assigning PCI resources");
 }
 
 void Machine::UpdateGsiRoutes() {

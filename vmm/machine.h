@@ -19,7 +19,10 @@
 #include "devices/cmos_rtc.h"
 #include "devices/io_bus.h"
 #include "devices/ioapic.h"
+#include "devices/pci_host.h"
 #include "devices/power_control.h"
+#include "devices/virtio_blk.h"
+#include "devices/virtio_pci.h"
 #include "devices/uart16550.h"
 #include "iommu/dma_space.h"
 #include "vmm/boot_timing.h"
@@ -36,6 +39,7 @@
 namespace ionest {
 
 inline constexpr int kMaxVcpus = 8;
+inline constexpr uint8_t kVirtioBlkDevfn = 1 << 3;  // 00:01.0
 
 struct MachineOptions {
   std::string kernel;
@@ -104,6 +108,9 @@ class Machine {
   std::unique_ptr<Uart16550> uart_;
   std::unique_ptr<PowerControl> power_;
   std::unique_ptr<CmosRtc> rtc_;
+  std::unique_ptr<PciHost> pci_;
+  std::unique_ptr<VirtioBlk> blk_;
+  std::unique_ptr<VirtioPciDevice> blk_pci_;
   std::unique_ptr<Console> console_;
   std::unique_ptr<EmulationCompleter> decoder_;  // for the SYSCALL work-around's classification
   std::unique_ptr<SyscallWorkaround> syscall_;
