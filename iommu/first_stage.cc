@@ -7,7 +7,8 @@ namespace {
 
 constexpr uint64_t Bits(int hi, int lo) { return ((hi == 63 ? ~0ull : (1ull << (hi + 1)) - 1)) & ~((1ull << lo) - 1); }
 
-// Reserved bits of a present entry at `level` (SDM vol.3 §4.5, table 4-20; VT-d §9.7).
+// Reserved bits of a present entry at `level` (SDM vol.3 §4.5, table 4-20; VT-d §9.7). XD is never
+// reserved (VT-d has no NXE; Linux sets it in DMA mappings); bits 62:52 are ignored.
 uint64_t ReservedMask(const FirstStageConfig& c, int level, uint64_t entry) {
   const uint64_t addr_rsv = c.haw_bits >= 52 ? 0 : Bits(51, c.haw_bits);
   switch (level) {
