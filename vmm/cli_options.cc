@@ -19,6 +19,7 @@ std::string CliUsage() {
   --console                interactive serial console on this terminal (raw mode; Ctrl-A x quits)
   --timeout SECONDS        stop the guest after this long (host wall time)
   --syscall-workaround auto|on|off   kvm_pvm SYSCALL bug work-around (default auto)
+  --platform-tables acpi|mptable   ACPI tables from firmware/ (default) or a bare MP table (no poweroff)
   --clear-simd-crypto      also clearcpuid SSSE3/SSE4/AES/PCLMUL/SHA/GFNI (kernels with SIMD crypto)
 The serial console (COM1) always goes to stdout; --console also connects stdin.
 Exit status: 0 guest powered off, 1 host/usage error, 2 guest reset (or panic, panic=-1),
@@ -87,6 +88,9 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
         if (!absl::SimpleAtod(*v, &m.timeout_seconds) || !(m.timeout_seconds > 0)) {
           return absl::InvalidArgumentError("--timeout must be a positive number of seconds");
         }
+      } else if (name == "platform-tables") {
+        if (*v != "acpi" && *v != "mptable") return absl::InvalidArgumentError("--platform-tables must be acpi or mptable");
+        m.platform_tables = *v;
       } else if (name == "syscall-workaround") {
         auto mode = ParseSyscallWorkaroundMode(*v);
         if (!mode.ok()) return mode.status();

@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "firmware/acpi_tables.h"
 #include "vmm/boot_params.h"
 #include "vmm/kernel_loader.h"
 #include "vmm/mptable.h"
@@ -198,11 +199,33 @@ absl::Status Machine::LoadGuest() {
 }
 
 absl::Status Machine::SetupPlatformTables() {
-  // STOPGAP until the firmware's ACPI tables (MADT/FADT/MCFG) are wired in: an MP table.
-  auto mp = BuildMpTable(options_.cpus, kMpTableAddr, kIoapicBase);
-  if (!mp.ok()) return mp.status();
-  if (absl::Status s = memory_->Write(kMpTableAddr, mp->data(), mp->size()); !s.ok()) return s;
-  platform_tables_ = "MP table (stopgap)";
+  if (options_.platform_tables == "mptable") {
+    // Fallback without ACPI (no poweroff: the guest can only reset).
+    auto mp = BuildMpTable(options_.cpus, kMpTableAddr, kIoapicBase);
+    if (!mp.ok()) return mp.status();
+    if (absl::Status s = memory_->Write(kMpTableAddr, mp->data(), mp->size()); !s.ok()) return s;
+    platform_tables_ = "MP table";
+    return absl::OkStatus();
+  }
+  AcpiConfig config;
+  config.base_gpa = kAcpiAddr;
+  config.max_size = kAcpiSize;
+  config.apic_ids.clear();
+  for (int i = 0; i < options_.cpus; ++i) config.apic_ids.push_back(i);
+  config.ioapic_id = static_cast<uint8_t>(options_.cpus);
+  config.ioapic_address = static_cast<uint32_t>(kIoapicBase);
+  config.ecam_base = pci_layout::kEcamBase;
+  config.mmio32_base = static_cast<uint32_t>(pci_layout::kMmio32Base);
+  config.mmio32_size = static_cast<uint32_t>(pci_layout::kMmio32Size);
+  config.mmio64_base = pci_layout::kMmio64Base;  // the windows PciHost::AssignResources uses
+  config.mmio64_size = pci_layout::kMmio64Size;
+  auto blob = BuildAcpiTables(config);
+  if (!blob.ok()) return Annotate(blob.status(), "building ACPI tables");
+  if (absl::Status s = WriteAcpiTables(*blob, *memory_); !s.ok()) return Annotate(s, "writing ACPI tables");
+  rsdp_addr_ = blob->rsdp_gpa;
+  std::vector<std::string> names;
+  for (const auto& t : blob->tables) names.push_back(t.signature);
+  platform_tables_ = "ACPI " + absl::StrJoin(names, "/");
   return absl::OkStatus();
 }
 

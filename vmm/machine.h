@@ -54,6 +54,7 @@ struct MachineOptions {
   double timeout_seconds = 0;  // 0 = none
   SyscallWorkaroundMode syscall_workaround = SyscallWorkaroundMode::kAuto;
   bool clear_simd_crypto = false;
+  std::string platform_tables = "acpi";  // acpi | mptable
 };
 
 // Parameters that make the minimal guest boot fast on the emulating KVM (see
