@@ -66,7 +66,7 @@ run: setup kernel initramfs build
 	case "$(IOMMU)" in \
 	  vtd) iommu=(--iommu=vtd) ;; \
 	  none) ;; \
-	  auto) if "$$vmm" --help 2>&1 | grep -q -- --iommu; then iommu=(--iommu=vtd); fi ;; \
+	  auto) help="$$("$$vmm" --help 2>&1 || true)"; [[ "$$help" != *--iommu* ]] || iommu=(--iommu=vtd) ;; \
 	  *) echo "make run: IOMMU must be auto, vtd or none"; exit 1 ;; \
 	esac; \
 	set -x; \
