@@ -198,8 +198,8 @@ void DmaTestDevice::Doorbell() {
 bool DmaTestDevice::WaitIdle(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   absl::MutexLock l(&mu_);
-  while (busy_)
-    if (cv_.WaitWithDeadline(&mu_, deadline)) return !busy_;
+  while (busy_ || irqs_in_flight_ > 0)
+    if (cv_.WaitWithDeadline(&mu_, deadline)) return !busy_ && irqs_in_flight_ == 0;
   return true;
 }
 
@@ -242,11 +242,17 @@ void DmaTestDevice::RunJob(const Job& job) {
     SetRegLocked(kRegResult, result);
     busy_ = false;
     abort_ = false;
+    if (job.ctrl & kCtrlIrq) ++irqs_in_flight_;  // WaitIdle also waits for the interrupt
     cv_.SignalAll();
   }
   if (job.ctrl & kCtrlIrq) {
+    // MSI after the status is visible, as a driver's interrupt handler expects.
     const unsigned vector = static_cast<unsigned>(job.ctrl >> kCtrlVectorShift) & 0xff;
-    if (SignalVector(vector) == PciIrqResult::kSent) AddStat(kRegIrqCount);
+    const bool sent = SignalVector(vector) == PciIrqResult::kSent;
+    absl::MutexLock l(&mu_);
+    if (sent) regs_[kRegIrqCount / 8] += 1;
+    --irqs_in_flight_;
+    cv_.SignalAll();
   }
 }
 

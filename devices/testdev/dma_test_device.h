@@ -48,7 +48,7 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   // BAR0 register access as the guest sees it (for tests that skip the bus).
   uint64_t ReadReg(uint32_t offset) { return ReadRegister(offset); }
   void WriteReg(uint32_t offset, uint64_t value) { WriteRegister(offset, value, ~0ull); }
-  // Waits until no job is running; false on timeout.
+  // Waits until no job is running and its completion interrupt has been sent; false on timeout.
   bool WaitIdle(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
 
   const dmatest::CapOffsets& cap_offsets() const { return caps_; }
@@ -128,6 +128,7 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   uint8_t sram_[dmatest::kSramSize] ABSL_GUARDED_BY(mu_) = {};
   std::optional<Job> queued_ ABSL_GUARDED_BY(mu_);
   bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  int irqs_in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // completion MSIs being signalled
   bool abort_ ABSL_GUARDED_BY(mu_) = false;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<PendingPageRequest> pending_ ABSL_GUARDED_BY(mu_);
