@@ -89,6 +89,7 @@ class KvmVcpu {
 
   int id() const { return id_; }
   kvm_run* run() const { return run_; }
+  size_t run_size() const { return run_size_; }
   // KVM_RUN; EINTR/EAGAIN are reported as OK with run()->exit_reason == KVM_EXIT_INTR.
   absl::Status Run();
   // Makes the current or next KVM_RUN return (immediate_exit); call from any thread, then signal.

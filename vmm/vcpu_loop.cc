@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "vmm/exit_dispatch.h"
 
 namespace ionest {
 namespace {
@@ -48,37 +49,15 @@ absl::Status VcpuLoop::ReadGuestVirtual(uint64_t gva, void* dst, size_t len) {
 }
 
 bool VcpuLoop::HandleIo() {
-  kvm_run* run = vcpu_.run();
-  auto& io = run->io;
-  if (io.size != 1 && io.size != 2 && io.size != 4) {
-    Crash(absl::StrFormat("port I/O of size %d", io.size));
-    return false;
-  }
-  uint8_t* data = reinterpret_cast<uint8_t*>(run) + io.data_offset;
-  for (uint32_t i = 0; i < io.count; ++i, data += io.size) {
-    if (io.direction == KVM_EXIT_IO_OUT) {
-      env_.pio->Write(io.port, data, io.size);
-    } else {
-      std::memset(data, 0xff, io.size);
-      env_.pio->Read(io.port, data, io.size);
-    }
-  }
-  return true;
+  absl::Status s = DispatchPortIo(*vcpu_.run(), vcpu_.run_size(), *env_.pio);
+  if (!s.ok()) Crash(std::string(s.message()));
+  return s.ok();
 }
 
 bool VcpuLoop::HandleMmio() {
-  auto& m = vcpu_.run()->mmio;
-  if (m.len == 0 || m.len > 8) {
-    Crash(absl::StrFormat("MMIO of length %d at 0x%x", m.len, m.phys_addr));
-    return false;
-  }
-  if (m.is_write) {
-    env_.mmio->Write(m.phys_addr, m.data, m.len);
-  } else {
-    std::memset(m.data, 0xff, sizeof(m.data));
-    env_.mmio->Read(m.phys_addr, m.data, m.len);
-  }
-  return true;
+  absl::Status s = DispatchMmio(*vcpu_.run(), *env_.mmio);
+  if (!s.ok()) Crash(std::string(s.message()));
+  return s.ok();
 }
 
 bool VcpuLoop::HandleEmulationFailure() {
