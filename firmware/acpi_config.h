@@ -72,7 +72,7 @@ struct AcpiConfig {
   uint16_t reset_port = acpi_pm::kResetRegPort;
   uint8_t reset_value = acpi_pm::kResetValue;
   bool has_i8042 = true;     // IAPC_BOOT_ARCH.8042
-  bool has_cmos_rtc = true;  // else IAPC_BOOT_ARCH.CMOS_RTC_NOT_PRESENT
+  bool has_cmos_rtc = true;  // DSDT RTC (PNP0B00, IO 0x70/2, IRQ 8); else IAPC_BOOT_ARCH.CMOS_RTC_NOT_PRESENT
   uint8_t cmos_century_index = 0x32;  // FADT.CENTURY when has_cmos_rtc (devices/cmos_rtc.h)
   bool has_com1 = true;      // DSDT COM1: PNP0501, IO 0x3F8/8, IRQ 4
 

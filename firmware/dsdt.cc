@@ -16,6 +16,8 @@
 //       Name (_CRS, ResourceTemplate () { QWordMemory (ResourceConsumer, ecam window) }) }
 //     Device (COM1) { Name (_HID, EISAID ("PNP0501")) Name (_UID, 1)                 [com1]
 //       Name (_CRS, ResourceTemplate () { IO (Decode16, 0x3F8, 0x3F8, 0, 8) IRQNoFlags () {4} }) }
+//     Device (RTC) { Name (_HID, EISAID ("PNP0B00"))                                  [rtc]
+//       Name (_CRS, ResourceTemplate () { IO (Decode16, 0x70, 0x70, 1, 2) IRQNoFlags () {8} }) }
 //     Device (Cnnn) { Name (_HID, "ACPI0007") Name (_UID, n) }   // one per vCPU (§8.4)
 //   }
 //   Name (\_S5, Package () { slp_typ, slp_typ, 0, 0 })             // §7.4.2
@@ -100,6 +102,13 @@ Bytes Com1() {
                                                         aml::IrqNoFlags({4})}))}));
 }
 
+// AT-compatible CMOS RTC (PNP0B00), so Linux binds rtc_cmos through PNP instead of guessing.
+Bytes Rtc() {
+  return aml::Device(
+      "RTC", Join({Name("_HID", Integer(aml::EisaId("PNP0B00"))),
+                   Name("_CRS", aml::ResourceTemplate({aml::IoPort(0x70, 0x70, 1, 2), aml::IrqNoFlags({8})}))}));
+}
+
 Bytes Processors(const AcpiConfig& c) {
   Bytes out;
   for (size_t uid = 0; uid < c.apic_ids.size(); ++uid) {
@@ -114,6 +123,7 @@ Bytes Processors(const AcpiConfig& c) {
 Bytes BuildDsdt(const AcpiConfig& c) {
   Bytes sb = Join({PciRootBridge(c), MotherboardResources(c)});
   if (c.has_com1) sb = Join({sb, Com1()});
+  if (c.has_cmos_rtc) sb = Join({sb, Rtc()});
   sb = Join({sb, Processors(c)});
   AcpiTableWriter t("DSDT", 2);  // revision 2: 64-bit AML integers (§5.2.11.1)
   t.body().Append(aml::Scope("\\_SB", sb));

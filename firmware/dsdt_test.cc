@@ -69,6 +69,15 @@ TEST(Dsdt, Com1Optional) {
   EXPECT_FALSE(Contains(BuildDsdt(c), crs));
 }
 
+TEST(Dsdt, RtcOptional) {
+  const Bytes crs = aml::ResourceTemplate({aml::IoPort(0x70, 0x70, 1, 2), aml::IrqNoFlags({8})});
+  AcpiConfig c;
+  EXPECT_TRUE(Contains(BuildDsdt(c), crs));
+  EXPECT_TRUE(Contains(BuildDsdt(c), aml::Name("_HID", aml::Integer(aml::EisaId("PNP0B00")))));
+  c.has_cmos_rtc = false;
+  EXPECT_FALSE(Contains(BuildDsdt(c), crs));
+}
+
 TEST(Dsdt, OneProcessorDevicePerCpu) {
   for (size_t n : {1, 4, 17}) {
     Bytes d = BuildDsdt(ConfigWithCpus(n));

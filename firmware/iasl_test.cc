@@ -94,7 +94,7 @@ TEST_F(IaslTest, DsdtDisassemblesAndRecompilesIdentically) {
   const std::string asl = RoundTrip(dsdt);
   for (const char* want : {"Device (PCI0)", "EisaId (\"PNP0A08\")", "EisaId (\"PNP0A03\")", "Name (_SEG, Zero)",
                            "Device (COM1)", "EisaId (\"PNP0501\")", "0x03F8", "IRQNoFlags ()", "{4}",
-                           "EisaId (\"PNP0C02\")", "0x00000000E0000000", "0x00000000EFFFFFFF",
+                           "EisaId (\"PNP0C02\")", "Device (RTC)", "EisaId (\"PNP0B00\")", "0x00000000E0000000", "0x00000000EFFFFFFF",
                            "0xC0000000", "0xDFFFFFFF", "Device (C003)", "\"ACPI0007\"",
                            "Method (_OSC, 4, NotSerialized)", "Name (_PRT, Package (0x80)",
                            "Name (\\_S5, Package (0x04)"}) {
