@@ -102,6 +102,7 @@ void PciDevice::Attach(const PciAttachment& attachment) {
   if (msi_) msi_->SetRoute(route);
   if (msix_) msix_->SetRoute(route);
   UpdateBarMappings();
+  OnAttach();
 }
 
 DmaSpace& PciDevice::dma() {

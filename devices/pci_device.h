@@ -90,6 +90,9 @@ class PciDevice {
   // Table and PBA go into memory BAR `bar` (already added) at the given offsets.
   absl::Status AddMsix(unsigned vectors, unsigned bar, uint32_t table_offset, uint32_t pba_offset);
 
+  // Called once at the end of Attach, before any guest access: dma() is valid (e.g. to register
+  // the function as the DmaSpace's DmaClient, which must happen before concurrent use).
+  virtual void OnAttach() {}
   // Called after every guest config write, after the framework processed it (BARs, MSI masks).
   virtual void OnConfigWrite(uint64_t offset, size_t size) {}
   // Called from ConfigRead before the bytes are copied, so a subclass can refresh dynamic fields.

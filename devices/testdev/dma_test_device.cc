@@ -285,7 +285,6 @@ DmaTestDevice::JobEnd DmaTestDevice::Execute(const Job& job, uint64_t* result) {
       (job.priv && !(pctl & pasid::kControlPriv)) || ((job.exec || job.priv) && !job.pasid))
     return {kErrPasidDisabled};
   if ((job.ctrl & kCtrlUseAts) && !AtsEnabled()) return {kErrAtsDisabled};
-  if (dma().client() != this) dma().SetClient(this);
 
   std::array<uint8_t, kSramSize> sram;
   if (job.op == kOpWrite) {
@@ -537,6 +536,8 @@ void DmaTestDevice::OnDeviceTlbInvalidate(std::optional<uint32_t> pasid, uint64_
   atc_.Invalidate(pasid, addr, size);
   AddStat(kRegAtcInvalidations);
 }
+
+void DmaTestDevice::OnAttach() { dma().SetClient(this); }
 
 void DmaTestDevice::OnConfigWrite(uint64_t offset, size_t size) {
   auto touches = [&](uint16_t reg, size_t len) { return offset < uint64_t{reg} + len && offset + size > reg; };

@@ -59,6 +59,7 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   void OnDeviceTlbInvalidate(std::optional<uint32_t> pasid, uint64_t addr, uint64_t size) override;
 
  protected:
+  void OnAttach() override;  // registers as the DmaSpace's client
   void OnConfigWrite(uint64_t offset, size_t size) override;
 
  private:
