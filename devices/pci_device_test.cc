@@ -1,6 +1,8 @@
 #include "devices/pci_device.h"
 
+#include <atomic>
 #include <memory>
+#include <thread>
 
 #include "devices/device_test_util.h"
 #include "devices/pci_express_caps.h"
@@ -270,6 +272,40 @@ TEST(PciDeviceSetupTest, RejectsBadBars) {
   EXPECT_FALSE(d.AddBar(1, PciBarKind::kMmio32, 4096).ok());  // upper half of BAR0
   EXPECT_FALSE(d.AddMsix(4, 2, 0, 0x800).ok());              // no BAR2
   EXPECT_FALSE(d.AddMsix(512, 0, 0, 0x800).ok());             // table would leave the BAR
+}
+
+}  // namespace
+}  // namespace ionest
+
+namespace ionest {
+namespace {
+
+// Signals racing with guest mask/unmask of the entry and the function: nothing is left pending
+// once everything is unmasked, and no signal produces more than one message.
+TEST_F(PciDeviceTest, MsixSignalRacesWithMasking) {
+  constexpr uint64_t kTable = 0x8000000000;
+  EnableMsix(kTable);
+  MmioWrite(kTable + 0, 0xFEE00000, 4);
+  MmioWrite(kTable + 8, 0x50, 4);
+  MmioWrite(kTable + 12, 0, 4);
+  constexpr int kSignals = 20000;
+  std::atomic<int> sent{0};
+  std::thread signaller([&] {
+    for (int i = 0; i < kSignals; ++i)
+      if (dev.SignalVector(0) == PciIrqResult::kSent) sent++;
+  });
+  const uint16_t ctl = dev.msix()->offset() + PciMsix::kControl;
+  for (int i = 0; i < 2000; ++i) {
+    MmioWrite(kTable + 12, i & 1, 4);
+    SetCfg(ctl, PciMsix::kControlEnable | ((i & 2) ? PciMsix::kControlFunctionMask : 0), 2);
+  }
+  signaller.join();
+  MmioWrite(kTable + 12, 0, 4);
+  SetCfg(ctl, PciMsix::kControlEnable, 2);
+  EXPECT_FALSE(dev.msix()->IsPending(0));
+  const size_t delivered = sink.sent().size();
+  EXPECT_GE(delivered, static_cast<size_t>(sent.load()));
+  EXPECT_LE(delivered, static_cast<size_t>(kSignals));
 }
 
 }  // namespace
