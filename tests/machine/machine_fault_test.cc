@@ -245,6 +245,44 @@ TEST_F(ScalableFaultTest, DISABLED_UserRequestToSupervisorPage) {
   ExpectFault("user access to a supervisor page", kSmUserDenied, kOpRead, kIova, 0, 4u);
 }
 
+// Table pointers outside guest RAM: the access error reasons, never a host crash.
+constexpr uint64_t kNotRam = 0x4000000000ull;  // 256 GiB: no memory there
+
+void SetRootTable(LinuxVtdDriver& d, uint64_t rtaddr) {
+  d.Write64(kRtaddrReg, rtaddr);
+  d.Write32(kGcmdReg, (d.Read32(kGstsReg) & (kGcmdTe | kGcmdQie | kGcmdIre | kGcmdCfi)) | kGcmdSrtp);
+}
+
+TEST_F(ScalableFaultTest, TableAccessErrors) {
+  Attach();
+  // PASID table pointer (directory entry) outside RAM.
+  const uint64_t dir = *m_->driver().tables().PasidDirectory(m_->rid());
+  const uint64_t dir_entry = *m_->memory().ReadObj<uint64_t>(dir);
+  ASSERT_TRUE(m_->memory().WriteObj<uint64_t>(dir, kNotRam | 1).ok());
+  Flush();
+  ExpectFault("PASID table access", kSmPasidEntryAccess);
+  ASSERT_TRUE(m_->memory().WriteObj<uint64_t>(dir, dir_entry).ok());
+  // First-stage table pointer outside RAM.
+  pe_.flptptr = kNotRam;
+  ASSERT_TRUE(m_->driver().SetPasid(m_->rid(), 0, pe_, false).ok());
+  ExpectFault("FL table access", kSmFlAccess);
+  // PASID directory pointer outside RAM.
+  const uint64_t ctx = ContextAddr();
+  const uint64_t lo = *m_->memory().ReadObj<uint64_t>(ctx);
+  ASSERT_TRUE(m_->memory().WriteObj<uint64_t>(ctx, (lo & 0xfff) | kNotRam).ok());
+  Flush();
+  ExpectFault("PASID dir access", kSmPasidDirAccess);
+  // Context table pointer (root entry) outside RAM.
+  const uint64_t root = m_->driver().tables().rtaddr() & ~0xfffull;
+  ASSERT_TRUE(m_->memory().WriteObj<uint64_t>(root, kNotRam | 1).ok());
+  Flush();
+  ExpectFault("context access", kSmContextAccess);
+  // Root table outside RAM.
+  SetRootTable(m_->driver(), kNotRam | (1u << 10));
+  Flush();
+  ExpectFault("root access", kSmRootAccess);
+}
+
 TEST_F(ScalableFaultTest, FaultProcessingDisableSuppressesRecording) {
   pe_.fpd = true;
   Attach();
@@ -363,6 +401,19 @@ TEST_F(LegacyFaultTest, TranslationRequestBlockedByTt0) {
   std::vector<FaultRecord> f = m_->driver().ReadAndClearFaults();
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(f[0].reason, kFrTranslationBlocked);
+}
+
+TEST_F(LegacyFaultTest, TableAccessErrors) {
+  ASSERT_TRUE(m_->driver().AttachLegacy(m_->rid(), {0, 2, 3, kNotRam}).ok());
+  ASSERT_TRUE(m_->driver().EnableTranslation().ok());
+  ExpectFault("SL table access", kFrSlPtrError);
+  const uint64_t root = m_->driver().tables().rtaddr() & ~0xfffull;
+  ASSERT_TRUE(m_->memory().WriteObj<uint64_t>(root, kNotRam | 1).ok());
+  ASSERT_TRUE(m_->driver().Invalidate({testing::CcGlobal(), testing::IotlbGlobal()}).ok());
+  ExpectFault("context access", kFrContextAccess);
+  SetRootTable(m_->driver(), kNotRam);
+  ASSERT_TRUE(m_->driver().Invalidate({testing::CcGlobal(), testing::IotlbGlobal()}).ok());
+  ExpectFault("root access", kFrRootAccess);
 }
 
 TEST_F(LegacyFaultTest, PasidRequestInLegacyMode) {
