@@ -3,6 +3,8 @@
 #include "iommu/vtd/invalidation_queue.h"
 
 #include "gtest/gtest.h"
+#include "iommu/second_stage.h"
+#include "iommu/testing/table_builder.h"
 #include "iommu/vtd/registers.h"
 #include "iommu/vtd/testing/vtd_test_env.h"
 
@@ -218,6 +220,36 @@ TEST_F(QueueTest, RegisterBasedInvalidation) {
   env_->iommu->WriteRegister(env_->iommu->profile().iva_offset(), 0x40000);
   env_->iommu->WriteRegister(iotlb, (1ull << 63) | (3ull << 60) | (5ull << 32));
   EXPECT_EQ((Reg(iotlb) >> 57) & 3, 3u);
+
+  // Effects: a legacy driver without QI (root table, SRTP, TE; CCMD / IOTLB registers).
+  VtdTableBuilder tables(*env_->memory, *env_->alloc, false);
+  ASSERT_TRUE(tables.Init().ok());
+  auto sl = iommu_testing::SecondStageTableBuilder::Create(*env_->memory, *env_->alloc, 4);
+  ASSERT_TRUE(sl.ok());
+  ASSERT_TRUE(sl->Map(0x40000, 0x100000, 4096, kDmaRead).ok());
+  ASSERT_TRUE(env_->memory->WriteObj<uint64_t>(0x100000, 1).ok());
+  ASSERT_TRUE(env_->memory->WriteObj<uint64_t>(0x200000, 2).ok());
+  ASSERT_TRUE(tables.SetLegacyContext(kRid, {.did = 5, .slptptr = sl->root()}).ok());
+  env_->iommu->WriteRegister(kRtaddrReg, tables.rtaddr());
+  env_->iommu->WriteRegister(kGcmdReg, kGcmdSrtp, 4);
+  env_->iommu->WriteRegister(kGcmdReg, kGcmdTe, 4);
+  DmaSpace& space = env_->iommu->ForRequester(kRid);
+  uint64_t val = 0;
+  ASSERT_TRUE(space.Read(0x40000, &val, 8).ok());
+  EXPECT_EQ(val, 1u);
+  ASSERT_TRUE(sl->WriteEntry(0x40000, 1, 0x200000 | ss::kR).ok());
+  ASSERT_TRUE(space.Read(0x40000, &val, 8).ok());
+  EXPECT_EQ(val, 1u);  // stale until invalidated
+  env_->iommu->WriteRegister(env_->iommu->profile().iva_offset(), 0x40000);
+  env_->iommu->WriteRegister(iotlb, (1ull << 63) | (3ull << 60) | (5ull << 32));
+  ASSERT_TRUE(space.Read(0x40000, &val, 8).ok());
+  EXPECT_EQ(val, 2u);
+  // Context removed: cached until a device-selective CCMD invalidation.
+  ASSERT_TRUE(tables.SetLegacyContext(kRid, {.present = false}).ok());
+  ASSERT_TRUE(space.Read(0x40000, &val, 8).ok());
+  env_->iommu->WriteRegister(kCcmdReg, (1ull << 63) | (3ull << 61) | (uint64_t{kRid} << 16));
+  EXPECT_EQ((Reg(kCcmdReg) >> 59) & 3, 3u);
+  EXPECT_FALSE(space.Read(0x40000, &val, 8).ok());
 }
 
 TEST(DescriptorTest, DeviceTlbRangeEncoding) {
