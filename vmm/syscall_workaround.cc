@@ -52,11 +52,8 @@ bool IsBrokenSyscallFault(const PageFaultFrame& frame, uint64_t cr2, const Sysca
          (frame.error_code & kPfUser) && (frame.error_code & kPfFetch);
 }
 
-void RewriteToSyscallEntry(const PageFaultFrame& frame, const SyscallMsrs& msrs, uint64_t return_rip, kvm_regs& regs,
-                           kvm_sregs& sregs) {
+void RewriteToSyscallEntry(const PageFaultFrame& frame, const SyscallMsrs& msrs, kvm_regs& regs, kvm_sregs& sregs) {
   const uint16_t kernel_cs = static_cast<uint16_t>((msrs.star >> 32) & 0xfffc);
-  regs.rcx = return_rip;
-  regs.r11 = frame.rflags & ~kRflagsRf;
   regs.rflags = (frame.rflags & ~msrs.fmask & ~kRflagsRf) | 2;
   regs.rip = msrs.lstar;
   regs.rsp = frame.rsp;  // SYSCALL does not switch stacks
@@ -143,8 +140,7 @@ absl::StatusOr<bool> SyscallWorkaround::HandleTrap(KvmVcpu& vcpu, const kvm_regs
   kvm_regs r = regs;
   kvm_sregs sr = sregs;
   if (IsBrokenSyscallFault(frame, sregs.cr2, msrs)) {
-    // KVM left RCX = the address after the user's SYSCALL (it ran the RIP/RCX part of SYSCALL).
-    RewriteToSyscallEntry(frame, msrs, regs.rcx, r, sr);
+    RewriteToSyscallEntry(frame, msrs, r, sr);
     if (absl::Status st = vcpu.SetSregs(sr); !st.ok()) return st;
     syscalls_.fetch_add(1);
   } else {

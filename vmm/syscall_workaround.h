@@ -11,7 +11,7 @@
 // error code, RIP, CS, RFLAGS, RSP, SS): if it is a user-mode fault at LSTAR with CR2 == LSTAR, the
 // vCPU is rewritten to what SYSCALL architecturally produces (SDM vol. 2B SYSCALL: CS = STAR[47:32],
 // SS = STAR[47:32]+8 at CPL0, RIP = LSTAR, RCX = return RIP, R11 = RFLAGS, RFLAGS &= ~FMASK; the
-// user RSP is kept); otherwise the original first instruction is completed in the VMM and the real
+// user RSP is kept; KVM already did the RCX/R11/RFLAGS part); otherwise the original first instruction is completed in the VMM and the real
 // #PF handler continues. The trap is re-armed whenever the IDT's #PF handler changes (early boot
 // uses a different handler) or the kernel rewrites its first bytes (alternatives patching).
 //
@@ -64,9 +64,11 @@ inline constexpr uint8_t kTrapByte = 0x9B;  // fwait: the emulator cannot execut
 bool IsBrokenSyscallFault(const PageFaultFrame& frame, uint64_t cr2, const SyscallMsrs& msrs);
 
 // Rewrites regs/sregs to the state right after an architectural SYSCALL from the faulting user
-// context. `return_rip` is the address after the user's SYSCALL instruction (RCX as left by KVM).
-void RewriteToSyscallEntry(const PageFaultFrame& frame, const SyscallMsrs& msrs, uint64_t return_rip, kvm_regs& regs,
-                           kvm_sregs& sregs);
+// context. kvm_pvm already performed the register part of SYSCALL (RCX = return RIP, R11 = user
+// RFLAGS, RFLAGS &= ~FMASK; measured: deriving R11 from the frame instead left user mode running with
+// IF=0), so RCX/R11 are kept; what is fixed is the privilege switch: CS/SS from STAR at CPL0,
+// RIP = LSTAR, RSP = the user RSP from the frame, RFLAGS masked by FMASK.
+void RewriteToSyscallEntry(const PageFaultFrame& frame, const SyscallMsrs& msrs, kvm_regs& regs, kvm_sregs& sregs);
 
 // The first instruction of a handler we may trap: its length and whether it is clac.
 struct TrappableInstruction {

@@ -15,7 +15,7 @@ PageFaultFrame UserFetchFaultAtLstar() {
   f.error_code = 0x15;  // P | U | I (instruction fetch, user mode)
   f.rip = kLstar;
   f.cs = 0x33;
-  f.rflags = 0x246;
+  f.rflags = 0x46;  // already FMASKed by KVM
   f.rsp = 0x7ffc0000e000ull;
   f.ss = 0x2b;
   return f;
@@ -45,9 +45,11 @@ TEST(SyscallWorkaroundTest, RewritesToArchitecturalSyscallState) {
   regs.rip = 0xffffffff81a01000ull;  // the #PF handler
   regs.rsp = 0xfffffe0000002f00ull;  // the kernel stack with the frame
   regs.rax = 39;                     // getpid: user registers kept
+  regs.rcx = 0x401002;               // set by KVM's partial SYSCALL
+  regs.r11 = 0x246;
   kvm_sregs sregs{};
   sregs.cs.selector = 0x10;
-  RewriteToSyscallEntry(f, msrs, 0x401002, regs, sregs);
+  RewriteToSyscallEntry(f, msrs, regs, sregs);
   EXPECT_EQ(regs.rip, kLstar);
   EXPECT_EQ(regs.rcx, 0x401002u);
   EXPECT_EQ(regs.r11, 0x246u);
