@@ -33,8 +33,7 @@ IqeiCode ValidateDescriptor(const InvDescriptor& d, uint32_t mamv, bool scalable
       r0 = Bits(8, 8) | Bits(15, 12) | Bits(63, 32);
       r1 = Bits(11, 7);
       if (d.granularity() == 0) return kIqeiReservedField;
-      if (d.granularity() == 3 && d.inv_am() > mamv) return kIqeiReservedField;
-      break;
+      break;  // AM > MAMV is undefined (§6.5.2.3): executed as domain-selective
     case kDescDeviceTlb:  // §6.5.2.5
       r0 = Bits(8, 4) | Bits(31, 21) | Bits(51, 48);
       r1 = Bits(11, 1);
@@ -51,8 +50,7 @@ IqeiCode ValidateDescriptor(const InvDescriptor& d, uint32_t mamv, bool scalable
       r0 = Bits(8, 6) | Bits(15, 12) | Bits(63, 52);
       r1 = Bits(11, 7);
       if (d.granularity() < 2) return kIqeiReservedField;
-      if (d.granularity() == 3 && d.inv_am() > mamv) return kIqeiReservedField;
-      break;
+      break;  // AM > MAMV: executed as PASID-selective
     case kDescPasidCache:  // §6.5.2.2
       r0 = Bits(8, 6) | Bits(15, 12) | Bits(63, 52);
       r1 = ~uint64_t{0};

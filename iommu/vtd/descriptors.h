@@ -78,8 +78,9 @@ struct AtcRange {
 };
 AtcRange DeviceTlbRange(uint64_t addr_field, bool size_bit);
 
-// Checks the descriptor against its format: returns kIqeiNone if it may be executed. `mamv` bounds
-// page-selective address masks; `scalable` enables the scalable-mode-only types (6-9).
+// Checks the descriptor against its format: returns kIqeiNone if it may be executed. `mamv` is
+// CAP.MAMV (larger masks are executed at the next coarser granularity, not rejected); `scalable`
+// enables the scalable-mode-only types (6-9).
 IqeiCode ValidateDescriptor(const InvDescriptor& d, uint32_t mamv, bool scalable);
 
 }  // namespace ionest::vtd

@@ -65,8 +65,6 @@ TEST_F(QueueTest, ReservedFieldsRaiseIqe) {
   d = IotlbDomain(1);
   d.qw[0] |= 1ull << 40;
   ExpectIqe(d, kIqeiReservedField);
-  d = IotlbPage(1, 0x1000, 40);  // AM > MAMV (18)
-  ExpectIqe(d, kIqeiReservedField);
   d = DevTlb(kRid, 0x1000);
   d.qw[0] |= 1ull << 50;
   ExpectIqe(d, kIqeiReservedField);

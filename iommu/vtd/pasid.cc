@@ -26,8 +26,9 @@ Decoded<PasidEntry> ReadPasidEntry(const PhysMemory& memory, const VtdProfile& p
   const uint64_t q0 = e.raw[0], q1 = e.raw[1], q2 = e.raw[2];
   e.fpd = fpd || (q0 & 2);
   if (!(q0 & 1)) return D::Fail(kSmPasidEntryNotPresent, true, e.fpd);
-  // Reserved: qw0 11:10; qw2 6:5, 11:8; qw3-7 (virtualisation fields this model does not support).
-  if ((q0 & 0xc00) || (q2 & 0xf60) || e.raw[3] || e.raw[4] || e.raw[5] || e.raw[6] || e.raw[7]) {
+  // Reserved: qw2 6:5, 11:8; qw4-7. (qw0 11:10 and qw3 are left unchecked: fields of newer spec
+  // revisions live there and Linux never sets them.)
+  if ((q2 & 0xf60) || e.raw[4] || e.raw[5] || e.raw[6] || e.raw[7]) {
     return D::Fail(kSmPasidEntryReserved, false, e.fpd);
   }
   e.aw = (q0 >> 2) & 7;

@@ -153,6 +153,11 @@ TEST_F(TranslateTest, LegacyIotlbNeedsInvalidation) {
   EXPECT_EQ(Read(0x5000), 0x1111u);
   ASSERT_TRUE(env_->driver->SubmitSync({IotlbPage(1, 0x5000, 0)}).ok());
   EXPECT_EQ(Read(0x5000), 0x2222u);
+  // A mask beyond CAP.MAMV acts domain-wide rather than failing.
+  ASSERT_TRUE(sl.WriteEntry(0x5000, 1, kData1 | ss::kR).ok());
+  EXPECT_EQ(Read(0x5000), 0x2222u);
+  ASSERT_TRUE(env_->driver->SubmitSync({IotlbPage(1, 0x40000000, 40)}).ok());
+  EXPECT_EQ(Read(0x5000), 0x1111u);
 }
 
 TEST_F(TranslateTest, NotPresentIsNeverCached) {

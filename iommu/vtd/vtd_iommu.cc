@@ -310,7 +310,7 @@ IqeiCode VtdIommu::ExecuteDescriptor(const InvDescriptor& d, Outbox& out) {
     case kDescIotlb:  // §6.5.2.3: 1 global, 2 domain, 3 page-selective (within domain)
       if (d.granularity() == 1) {
         iotlb_.InvalidateAll();
-      } else if (d.granularity() == 2 || !profile_.psi) {
+      } else if (d.granularity() == 2 || !profile_.psi || d.inv_am() > profile_.mamv) {
         iotlb_.InvalidateDomain(d.did());
       } else {
         iotlb_.InvalidatePages(d.did(), std::nullopt, d.inv_addr(), d.inv_am(), d.inv_ih());
@@ -349,7 +349,7 @@ IqeiCode VtdIommu::ExecuteDescriptor(const InvDescriptor& d, Outbox& out) {
       }
       break;
     case kDescPasidIotlb:  // §6.5.2.4: 2 PASID-selective, 3 page-selective within PASID
-      if (d.granularity() == 2 || !profile_.psi) {
+      if (d.granularity() == 2 || !profile_.psi || d.inv_am() > profile_.mamv) {
         iotlb_.InvalidatePasid(d.did(), d.pasid());
       } else {
         iotlb_.InvalidatePages(d.did(), d.pasid(), d.inv_addr(), d.inv_am(), d.inv_ih());
