@@ -16,6 +16,7 @@ namespace {
 
 constexpr uint64_t kHeaderSize = 16;  // struct virtio_blk_req: le32 type, le32 reserved, le64 sector
 constexpr uint64_t kChunk = 1 << 20;  // bounce-buffer size for data transfers
+static_assert(uint64_t{VirtioBlk::kSegMax} * VirtioBlk::kSizeMax + kHeaderSize + 1 <= SplitVirtqueue::kMaxChainBytes);
 
 bool PreadFull(int fd, uint8_t* buf, uint64_t len, uint64_t off) {
   while (len) {
@@ -58,7 +59,7 @@ absl::StatusOr<std::unique_ptr<VirtioBlk>> VirtioBlk::Open(const std::string& pa
 VirtioBlk::~VirtioBlk() { close(fd_); }
 
 uint64_t VirtioBlk::device_features() const {
-  return kFSegMax | kFBlkSize | kFFlush | (options_.read_only ? kFRo : 0);
+  return kFSizeMax | kFSegMax | kFBlkSize | kFFlush | (options_.read_only ? kFRo : 0);
 }
 
 void VirtioBlk::ReadConfig(uint64_t offset, uint8_t* data, size_t size) {
@@ -66,7 +67,8 @@ void VirtioBlk::ReadConfig(uint64_t offset, uint8_t* data, size_t size) {
   // blk_size @20, topology @24, writeback @32, num_queues @34, ...
   uint8_t cfg[kConfigSize] = {};
   std::memcpy(cfg + 0, &capacity_sectors_, 8);
-  const uint32_t seg_max = kSegMax, blk_size = kSectorSize;
+  const uint32_t size_max = kSizeMax, seg_max = kSegMax, blk_size = kSectorSize;
+  std::memcpy(cfg + 8, &size_max, 4);
   std::memcpy(cfg + 12, &seg_max, 4);
   std::memcpy(cfg + 20, &blk_size, 4);
   const uint16_t num_queues = 1;

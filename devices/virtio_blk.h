@@ -24,9 +24,12 @@ class VirtioBlk final : public VirtioDevice {
   static constexpr uint32_t kPciClass = 0x010000;  // mass storage controller
   static constexpr uint64_t kSectorSize = 512;
   static constexpr uint32_t kSegMax = 126;
+  // Largest segment; with kSegMax this bounds a request (plus header and status) below
+  // SplitVirtqueue::kMaxChainBytes, so a conforming driver never trips the chain limit.
+  static constexpr uint32_t kSizeMax = 512 << 10;
   static constexpr uint16_t kQueueSize = 256;
   // Feature bits (§5.2.3).
-  static constexpr uint64_t kFSegMax = 1ull << 2, kFRo = 1ull << 5, kFBlkSize = 1ull << 6, kFFlush = 1ull << 9;
+  static constexpr uint64_t kFSizeMax = 1ull << 1, kFSegMax = 1ull << 2, kFRo = 1ull << 5, kFBlkSize = 1ull << 6, kFFlush = 1ull << 9;
   // Request types and status values (§5.2.6).
   static constexpr uint32_t kTypeIn = 0, kTypeOut = 1, kTypeFlush = 4, kTypeGetId = 8;
   static constexpr uint8_t kStatusOk = 0, kStatusIoErr = 1, kStatusUnsupported = 2;

@@ -186,6 +186,7 @@ TEST_F(VirtioBlkTest, FeatureNegotiation) {
   const uint32_t lo = static_cast<uint32_t>(Rd(kBar4 + 0x04, 4));
   EXPECT_TRUE(lo & VirtioBlk::kFFlush);
   EXPECT_TRUE(lo & VirtioBlk::kFSegMax);
+  EXPECT_TRUE(lo & VirtioBlk::kFSizeMax);
   EXPECT_FALSE(lo & VirtioBlk::kFRo);
   EXPECT_FALSE(Negotiate(VirtioBlk::kFFlush));                             // no VERSION_1
   EXPECT_FALSE(Negotiate(kVirtioFVersion1));                               // no ACCESS_PLATFORM
@@ -200,6 +201,7 @@ TEST_F(VirtioBlkTest, FeatureNegotiation) {
 TEST_F(VirtioBlkTest, ConfigSpaceCapacity) {
   EnablePci();
   EXPECT_EQ(Rd(kBar4 + VirtioPciDevice::kDeviceCfgOffset, 8), kImageSectors);
+  EXPECT_EQ(Rd(kBar4 + VirtioPciDevice::kDeviceCfgOffset + 8, 4), VirtioBlk::kSizeMax);
   EXPECT_EQ(Rd(kBar4 + VirtioPciDevice::kDeviceCfgOffset + 12, 4), VirtioBlk::kSegMax);
   EXPECT_EQ(Rd(kBar4 + VirtioPciDevice::kDeviceCfgOffset + 20, 4), 512u);
   EXPECT_EQ(Rd(kBar4 + VirtioPciDevice::kDeviceCfgOffset + 0x100, 4), 0xFFFFFFFFu);  // beyond config
@@ -232,6 +234,31 @@ TEST_F(VirtioBlkTest, ReadWriteRoundTripFlushAndGetId) {
   EXPECT_STREQ(id, "ionest-blk");
   EXPECT_EQ(Request(99, 0, 0, 0, false, 10), VirtioBlk::kStatusUnsupported);
   EXPECT_EQ(blk->requests_completed(), 5u);
+}
+
+TEST_F(VirtioBlkTest, IndirectScatterReadAsLinuxIssuesIt) {
+  Start();
+  // Header, eight 1 KiB data segments scattered in memory, status: all in one indirect table.
+  constexpr uint64_t kTable = 0x30000;
+  uint8_t hdr[16] = {};  // IN, sector 8
+  hdr[8] = 8;
+  ASSERT_TRUE(mem->Write(kBuf, hdr, 16).ok());
+  ring->WriteDesc(kTable, 0, kBuf, 16, SplitVirtqueue::kDescFlagNext, 1);
+  for (uint16_t i = 0; i < 8; ++i)
+    ring->WriteDesc(kTable, static_cast<uint16_t>(1 + i), kBuf + 0x10000 + 0x2000ull * (7 - i), 1024,
+                    SplitVirtqueue::kDescFlagWrite | SplitVirtqueue::kDescFlagNext, static_cast<uint16_t>(2 + i));
+  ring->WriteDesc(kTable, 9, kBuf + 0x20, 1, SplitVirtqueue::kDescFlagWrite, 0);
+  ring->WriteDesc(ring->layout().desc, 5, kTable, 10 * 16, SplitVirtqueue::kDescFlagIndirect, 0);
+  ring->Publish(5);
+  Wr(kBar4 + VirtioPciDevice::kNotifyOffset, 0, 2);
+  EXPECT_EQ(*mem->ReadObj<uint8_t>(kBuf + 0x20), VirtioBlk::kStatusOk);
+  const std::vector<uint8_t> want = image.Read(8 * 512, 8 * 1024);
+  for (unsigned i = 0; i < 8; ++i) {
+    std::vector<uint8_t> got(1024);
+    ASSERT_TRUE(mem->Read(kBuf + 0x10000 + 0x2000ull * (7 - i), got.data(), 1024).ok());
+    EXPECT_EQ(got, std::vector<uint8_t>(want.begin() + 1024 * i, want.begin() + 1024 * (i + 1))) << i;
+  }
+  EXPECT_EQ(ring->UsedElem(0), (std::pair<uint32_t, uint32_t>{5, 8 * 1024 + 1}));
 }
 
 TEST_F(VirtioBlkTest, OutOfRangeAndMisalignedRequestsFail) {
