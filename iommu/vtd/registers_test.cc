@@ -116,6 +116,21 @@ TEST_F(VtdRegistersTest, GcmdLevelAndOneShotBits) {
   EXPECT_EQ(iommu().ReadRegister(kGstsReg, 4), kGcmdSrtp | kGcmdSirtp);
 }
 
+TEST_F(VtdRegistersTest, ResetRestoresPowerOnState) {
+  ASSERT_TRUE(env_->driver->Init(true).ok());
+  ASSERT_TRUE(env_->driver->EnableTranslation().ok());
+  uint64_t v = 0;
+  EXPECT_FALSE(iommu().ForRequester(5).Read(0x1000, &v, 8).ok());  // blocked: no context
+  EXPECT_NE(iommu().ReadRegister(kGstsReg, 4), 0u);
+  iommu().Reset();
+  EXPECT_EQ(iommu().ReadRegister(kGstsReg, 4), 0u);
+  EXPECT_EQ(iommu().ReadRegister(kRtaddrReg), 0u);
+  EXPECT_EQ(iommu().ReadRegister(kIqaReg), 0u);
+  EXPECT_EQ(iommu().ReadRegister(kFectlReg, 4), kEctlIm);
+  EXPECT_EQ(iommu().ReadRegister(kFstsReg, 4), 0u);
+  EXPECT_TRUE(iommu().ForRequester(5).Read(0x1000, &v, 8).ok());  // translation off again
+}
+
 TEST_F(VtdRegistersTest, ByteAndOddAccessesDoNotCrash) {
   for (uint32_t off = 0; off < iommu().mmio_size(); off += 3) {
     uint8_t buf[8];

@@ -90,6 +90,20 @@ void VtdIommu::RemoveListener(VtdListener* listener) {
   listeners_.erase(std::remove(listeners_.begin(), listeners_.end(), listener), listeners_.end());
 }
 
+void VtdIommu::Reset() {
+  absl::MutexLock l(&mu_);
+  regs_.Reset();
+  faults_.Reset();
+  queue_.SetEnabled(false);
+  context_cache_.InvalidateAll();
+  pasid_cache_.InvalidateAll();
+  iotlb_.InvalidateAll();
+  remapper_.InvalidateAll();
+  observer_.Clear();
+  translation_ = {};
+  irt_ = {};
+}
+
 VtdStats VtdIommu::stats() const {
   absl::MutexLock l(&mu_);
   VtdStats s = stats_;

@@ -107,6 +107,10 @@ class VtdIommu final : public IoDevice, public MsiSink, public DmaSpaceProvider 
 
   VtdStats stats() const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Platform reset (guest reboot): registers to reset values, every cache emptied, translation and
+  // remapping off. DmaSpaces, their clients and listeners stay attached.
+  void Reset() ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   class Space;
   class QueueHandler;
