@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -29,7 +30,10 @@ using Clock = std::chrono::steady_clock;
 constexpr std::string_view kInitMarker = "ionest-init-start";
 constexpr std::string_view kPanicMarker = "Kernel panic - not syncing";
 constexpr std::string_view kPowerOffMarkers[] = {"reboot: Power down", "reboot: System halted",
-                                                 "reboot: Restarting system"};
+                                                 "reboot: Restarting system", "reboot: Power off not available"};
+// Printed by /init after the last test; poweroff follows (kernel shutdown is emulated: be patient).
+constexpr std::string_view kTestsDoneMarker = "# ionest: tests done";
+constexpr auto kTestsDoneGrace = std::chrono::seconds(120);
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -171,9 +175,9 @@ int RunGuestSuite(const RunnerOptions& o) {
 
   ktap::Parser parser;
   LineSplitter out_lines, err_lines;
-  std::optional<Clock::time_point> init_at, ending_at;
+  std::optional<Clock::time_point> init_at, kill_at;
   std::string ending_reason;
-  bool timed_out = false, killed_after_end = false;
+  bool timed_out = false, killed_after_end = false, panicked = false;
   // The VMM's own --timeout should fire first; the harness kills it grace_s later.
   const auto grace = std::chrono::seconds(o.grace_s);
   const auto hard_deadline = start + std::chrono::seconds(o.timeout_s) + grace;
@@ -184,16 +188,22 @@ int RunGuestSuite(const RunnerOptions& o) {
       init_at = Clock::now();
       std::cout << "\n" << tag << absl::StrFormat("/init reached after %.1f s", Seconds(*init_at - start)) << "\n";
     }
-    if (!ending_at && (line.find(kPanicMarker) != std::string_view::npos)) {
-      ending_at = Clock::now();
-      ending_reason = "guest kernel panic";
+    // The guest is done: the VMM should exit on its own; kill it after a grace period.
+    auto ending = [&](std::string_view reason, Clock::duration wait) {
+      const auto at = Clock::now() + wait;
+      if (!kill_at || at < *kill_at) {
+        kill_at = at;
+        ending_reason = std::string(reason);
+      }
+    };
+    if (line.find(kPanicMarker) != std::string_view::npos) {
+      ending("guest kernel panic", grace);
+      panicked = true;
     }
     for (std::string_view m : kPowerOffMarkers) {
-      if (!ending_at && (line.find(m) != std::string_view::npos)) {
-        ending_at = Clock::now();
-        ending_reason = std::string(m);
-      }
+      if (line.find(m) != std::string_view::npos) ending(m, grace);
     }
+    if (line.starts_with(kTestsDoneMarker)) ending("tests done", std::max<Clock::duration>(grace, kTestsDoneGrace));
   };
   auto on_vmm_line = [&](std::string_view line) {
     log << "[vmm] " << line << "\n";
@@ -207,10 +217,9 @@ int RunGuestSuite(const RunnerOptions& o) {
       std::cout << "\n" << tag << "TIMEOUT after " << Seconds(now - start) << " s: killing the VMM" << std::endl;
       child.Signal(SIGKILL);
     }
-    if (ending_at && now >= *ending_at + grace && !killed_after_end && !child.exited()) {
+    if (kill_at && now >= *kill_at && !killed_after_end && !child.exited()) {
       killed_after_end = true;
-      std::cout << "\n" << tag << "VMM still running " << o.grace_s << " s after '" << ending_reason
-                << "': killing it" << std::endl;
+      std::cout << "\n" << tag << "VMM still running after '" << ending_reason << "': killing it" << std::endl;
       child.Signal(SIGKILL);
     }
     pollfd fds[2] = {{child.stdout_fd(), POLLIN, 0}, {child.stderr_fd(), POLLIN, 0}};
@@ -255,7 +264,7 @@ int RunGuestSuite(const RunnerOptions& o) {
     ++summary.failed;
   };
   if (timed_out) add_error(absl::StrCat("timeout: no power-off within ", o.timeout_s, " s (+ grace)"));
-  if (ending_reason == "guest kernel panic") add_error("guest kernel panic");
+  if (panicked) add_error("guest kernel panic");
   const int ws = child.wait_status();
   const bool vmm_ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
   if (!vmm_ok && !timed_out && !killed_after_end) {

@@ -43,6 +43,10 @@ if [ "$mode" = fail ]; then echo "    not ok 2 sub_b"; else echo "    ok 2 sub_b
 echo "ok 1 nested"
 echo "ok 2 second"
 [ -n "$disk" ] && [ "$mode" != nodisk ] && printf 'ionest-guest-pattern-%s\n' "$nonce" | dd of="$disk" conv=notrunc status=none
+if [ "$mode" = halt ]; then
+	echo "[   10.0] reboot: Power off not available: System halted instead"
+	exec sleep 600
+fi
 echo "[   10.0] reboot: Power down"
 [ "$mode" = vmmerror ] && exit 3
 exit 0
