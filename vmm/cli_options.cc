@@ -16,6 +16,7 @@ std::string CliUsage() {
   --cpus N                 vCPUs, 1-8 (default 1)
   --disk PATH              raw disk image for virtio-blk
   --iommu none|vtd         DMA remapping for devices (default none)
+  --vtd-profile OPTS       VT-d capabilities, e.g. "sm=on,prs=on,pasid-bits=20" (iommu/vtd/caps.h)
   --console                interactive serial console on this terminal (raw mode; Ctrl-A x quits)
   --timeout SECONDS        stop the guest after this long (host wall time)
   --syscall-workaround auto|on|off   kvm_pvm SYSCALL bug work-around (default auto)
@@ -88,6 +89,8 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
         if (!absl::SimpleAtod(*v, &m.timeout_seconds) || !(m.timeout_seconds > 0)) {
           return absl::InvalidArgumentError("--timeout must be a positive number of seconds");
         }
+      } else if (name == "vtd-profile") {
+        m.vtd_profile = *v;
       } else if (name == "platform-tables") {
         if (*v != "acpi" && *v != "mptable") return absl::InvalidArgumentError("--platform-tables must be acpi or mptable");
         m.platform_tables = *v;

@@ -91,10 +91,18 @@ absl::Status Machine::SetupVm() {
   }
   msi_sink_ = std::make_unique<KvmMsiSink>(*vm_);
   if (options_.iommu == "none") {
-    dma_ = std::make_unique<BypassDmaProvider>(*memory_);
+    bypass_ = std::make_unique<BypassDmaProvider>(*memory_);
+    dma_ = bypass_.get();
+    device_msi_ = msi_sink_.get();
   } else if (options_.iommu == "vtd") {
-    return absl::UnimplementedError(
-        "--iommu=vtd: the VT-d model (iommu/vtd) is not wired into the machine yet; use --iommu=none");
+    auto profile = vtd::ParseVtdProfile(options_.vtd_profile);
+    if (!profile.ok()) return Annotate(profile.status(), "--vtd-profile");
+    vtd_ = std::make_unique<vtd::VtdIommu>(*memory_, *msi_sink_, *profile);
+    if (absl::Status s = mmio_.Register(vtd::VtdIommu::kDefaultBase, vtd_->mmio_size(), vtd_.get(), "vtd"); !s.ok()) {
+      return s;
+    }
+    dma_ = vtd_.get();
+    device_msi_ = vtd_.get();  // device and IOAPIC MSIs go through interrupt remapping
   } else {
     return absl::InvalidArgumentError("--iommu must be none or vtd");
   }
@@ -104,7 +112,7 @@ absl::Status Machine::SetupVm() {
 absl::Status Machine::SetupDevices() {
   IoapicConfig ioapic_config;
   ioapic_config.id = static_cast<uint8_t>(options_.cpus);  // after the CPUs' APIC IDs (MP table/MADT)
-  ioapic_ = std::make_unique<Ioapic>(*msi_sink_, ioapic_config);
+  ioapic_ = std::make_unique<Ioapic>(*device_msi_, ioapic_config);
   if (absl::Status s = mmio_.Register(kIoapicBase, kIoapicMmioSize, ioapic_.get(), "ioapic"); !s.ok()) return s;
   ioapic_->SetRouteChangeListener([this](unsigned) { UpdateGsiRoutes(); });
   UpdateGsiRoutes();
@@ -130,7 +138,7 @@ absl::Status Machine::SetupDevices() {
   if (absl::Status s = power_->RegisterOn(pio_); !s.ok()) return s;
   rtc_ = std::make_unique<CmosRtc>();
   if (absl::Status s = pio_.Register(kCmosIoBase, kCmosIoLen, rtc_.get(), "cmos-rtc"); !s.ok()) return s;
-  pci_ = std::make_unique<PciHost>(mmio_, pio_, *msi_sink_, *dma_);
+  pci_ = std::make_unique<PciHost>(mmio_, pio_, *device_msi_, *dma_);
   if (absl::Status s = pci_->Register(); !s.ok()) return Annotate(s, "PCI host");
   if (!options_.disk.empty()) {
     auto blk = VirtioBlk::Open(options_.disk, {});
@@ -150,7 +158,8 @@ void Machine::UpdateGsiRoutes() {
   std::vector<kvm_irq_routing_entry> entries;
   for (unsigned pin = 0; pin < kIoapicPins; ++pin) {
     auto msi = ioapic_->ComposeMsi(pin);
-    if (!msi) continue;
+    // Remappable-format RTEs (VT-d 5.0 §5.1.5.1, address bit 4) mean nothing to KVM: no route.
+    if (!msi || (msi->address & (1u << 4))) continue;
     kvm_irq_routing_entry e{};
     e.gsi = pin;
     e.type = KVM_IRQ_ROUTING_MSI;
@@ -222,6 +231,14 @@ absl::Status Machine::SetupPlatformTables() {
   config.mmio32_size = static_cast<uint32_t>(pci_layout::kMmio32Size);
   config.mmio64_base = pci_layout::kMmio64Base;  // the windows PciHost::AssignResources uses
   config.mmio64_size = pci_layout::kMmio64Size;
+  if (vtd_) {
+    VtdAcpiConfig v;
+    v.register_base = vtd::VtdIommu::kDefaultBase;
+    v.register_size_log2_pages = 0;
+    for (uint32_t pages = vtd_->mmio_size() / 4096; pages > 1; pages >>= 1) ++v.register_size_log2_pages;
+    v.ioapic_path = PciPath::FromSourceId(kIoapicDefaultSourceId);  // = the IOAPIC model's source-id
+    config.vtd = v;
+  }
   auto blob = BuildAcpiTables(config);
   if (!blob.ok()) return Annotate(blob.status(), "building ACPI tables");
   if (absl::Status s = WriteAcpiTables(*blob, *memory_); !s.ok()) return Annotate(s, "writing ACPI tables");

@@ -25,6 +25,7 @@
 #include "devices/virtio_pci.h"
 #include "devices/uart16550.h"
 #include "iommu/dma_space.h"
+#include "iommu/vtd/vtd_iommu.h"
 #include "vmm/boot_timing.h"
 #include "vmm/console.h"
 #include "vmm/cpuid_policy.h"
@@ -50,6 +51,7 @@ struct MachineOptions {
   int cpus = 1;
   std::string disk;
   std::string iommu = "none";  // none | vtd
+  std::string vtd_profile;     // VT-d capability profile (iommu/vtd/caps.h ParseVtdProfile); "" = default
   bool console = false;        // interactive stdin
   double timeout_seconds = 0;  // 0 = none
   SyscallWorkaroundMode syscall_workaround = SyscallWorkaroundMode::kAuto;
@@ -102,7 +104,10 @@ class Machine {
   std::unique_ptr<GuestMemory> memory_;
   std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
   std::unique_ptr<KvmMsiSink> msi_sink_;
-  std::unique_ptr<DmaSpaceProvider> dma_;
+  std::unique_ptr<vtd::VtdIommu> vtd_;          // --iommu=vtd
+  std::unique_ptr<DmaSpaceProvider> bypass_;    // --iommu=none
+  DmaSpaceProvider* dma_ = nullptr;             // what devices use
+  MsiSink* device_msi_ = nullptr;               // devices' and IOAPIC's MSIs (VT-d remapper or KVM)
   IoBus pio_{"pio"};
   IoBus mmio_{"mmio"};
   std::unique_ptr<Ioapic> ioapic_;
