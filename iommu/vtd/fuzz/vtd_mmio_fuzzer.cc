@@ -8,10 +8,14 @@
 using ionest::vtd::fuzz::FuzzInput;
 using ionest::vtd::testing::VtdTestEnv;
 
+namespace {
+constexpr uint64_t kFuzzRam = VtdTestEnv::kTablePool + (4ull << 20);  // 36 MiB
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzInput in(data, size);
   static const char* kProfiles[] = {"", "sm=off", "sm=off,cm=off,qi=off,ir=off", "aw=57,nfr=3"};
-  auto env = VtdTestEnv::Create(kProfiles[in.Get<uint8_t>() % 4]);
+  auto env = VtdTestEnv::Create(kProfiles[in.Get<uint8_t>() % 4], kFuzzRam);
   if (!env.ok()) return 0;
   ionest::vtd::VtdIommu& iommu = *(*env)->iommu;
   ionest::GuestMemory& mem = *(*env)->memory;
@@ -30,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       case 2: {  // guest memory write anywhere in the first 64 MiB (tables, queues)
-        uint64_t addr = (in.Get<uint32_t>() % VtdTestEnv::kRamSize) & ~7ull;
+        uint64_t addr = (in.Get<uint32_t>() % kFuzzRam) & ~7ull;
         (void)mem.WriteObj<uint64_t>(addr, in.Get<uint64_t>());
         break;
       }

@@ -13,13 +13,17 @@ using ionest::vtd::fuzz::FuzzInput;
 using ionest::vtd::testing::VtdTestEnv;
 
 namespace {
+constexpr uint64_t kFuzzRam = VtdTestEnv::kTablePool + (4ull << 20);  // 36 MiB
+}  // namespace
+
+namespace {
 constexpr uint64_t kWindow = 64 * 4096;  // fuzzed tables live in [0, 256 KiB)
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzInput in(data, size);
   const uint8_t mode = in.Get<uint8_t>();
-  auto env = VtdTestEnv::Create((mode & 1) ? "sm=off" : ((mode & 2) ? "aw=57" : ""));
+  auto env = VtdTestEnv::Create((mode & 1) ? "sm=off" : ((mode & 2) ? "aw=57" : ""), kFuzzRam);
   if (!env.ok()) return 0;
   VtdTestEnv& e = **env;
   // Table bytes: pointers are folded into the window so the fuzzer controls every level.

@@ -14,8 +14,8 @@
 namespace ionest::vtd::testing {
 
 struct VtdTestEnv {
-  static constexpr uint64_t kRamSize = 64ull << 20;     // guest RAM [0, 64 MiB)
-  static constexpr uint64_t kTablePool = 32ull << 20;   // page allocator pool [32 MiB, 64 MiB)
+  static constexpr uint64_t kRamSize = 64ull << 20;     // default guest RAM [0, 64 MiB)
+  static constexpr uint64_t kTablePool = 32ull << 20;   // page allocator pool [32 MiB, RAM end)
 
   std::unique_ptr<GuestMemory> memory;
   std::unique_ptr<PageAllocator> alloc;
@@ -23,14 +23,17 @@ struct VtdTestEnv {
   std::unique_ptr<VtdIommu> iommu;
   std::unique_ptr<VtdTestDriver> driver;
 
-  static absl::StatusOr<std::unique_ptr<VtdTestEnv>> Create(std::string_view profile_options = "") {
+  // `ram_size` must exceed kTablePool (smaller RAM = faster fuzzing iterations).
+  static absl::StatusOr<std::unique_ptr<VtdTestEnv>> Create(std::string_view profile_options = "",
+                                                            uint64_t ram_size = kRamSize) {
+    if (ram_size <= kTablePool + (1 << 20)) return absl::InvalidArgumentError("ram_size too small");
     absl::StatusOr<VtdProfile> profile = ParseVtdProfile(profile_options);
     if (!profile.ok()) return profile.status();
     auto env = std::make_unique<VtdTestEnv>();
-    absl::StatusOr<std::unique_ptr<GuestMemory>> mem = GuestMemory::Create({{0, kRamSize}});
+    absl::StatusOr<std::unique_ptr<GuestMemory>> mem = GuestMemory::Create({{0, ram_size}});
     if (!mem.ok()) return mem.status();
     env->memory = std::move(*mem);
-    env->alloc = std::make_unique<PageAllocator>(*env->memory, kTablePool, kRamSize - kTablePool);
+    env->alloc = std::make_unique<PageAllocator>(*env->memory, kTablePool, ram_size - kTablePool);
     env->cpu = std::make_unique<RecordingMsiSink>();
     env->iommu = std::make_unique<VtdIommu>(*env->memory, *env->cpu, *profile);
     env->driver = std::make_unique<VtdTestDriver>(*env->iommu, *env->memory, *env->alloc);
