@@ -1,5 +1,10 @@
 // ionest: boots a Linux guest on KVM. See `ionest --help`.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
 #include <cstdio>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 #include "vmm/cli_options.h"
@@ -17,6 +22,15 @@ int main(int argc, char** argv) {
     std::fputs(CliUsage().c_str(), stdout);
     return 0;
   }
+  // SIGINT/SIGTERM/SIGHUP stop the machine cleanly (terminal restored, report printed): they are
+  // blocked in every thread and taken by a sigwait thread.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
   auto machine = Machine::Create(cli->machine);
   if (!machine.ok()) {
     std::fprintf(stderr, "ionest: %s\n", std::string(machine.status().message()).c_str());
@@ -25,8 +39,19 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "ionest: %d vCPU(s), %s RAM, %s; guest cmdline: %s\n", cli->machine.cpus,
                absl::StrFormat("%d MiB", cli->machine.memory >> 20).c_str(), (*machine)->platform_tables().c_str(),
                (*machine)->guest_cmdline().c_str());
+  std::atomic<bool> done{false};
+  Machine* m = machine->get();
+  std::thread signal_thread([&] {
+    int sig = 0;
+    while (sigwait(&stop_signals, &sig) == 0 && !done.load()) {
+      m->RequestStop(StopReason::kUserQuit, absl::StrFormat("signal %d", sig));
+    }
+  });
   std::string detail;
   StopReason reason = (*machine)->Run(&detail);
+  done = true;
+  pthread_kill(signal_thread.native_handle(), SIGHUP);
+  signal_thread.join();
   std::fprintf(stderr, "\r\nionest: stopped: %s%s%s\n", StopReasonName(reason), detail.empty() ? "" : ": ",
                detail.c_str());
   if (reason == StopReason::kTimeout || reason == StopReason::kGuestCrash) {
