@@ -51,9 +51,10 @@ class FaultTest : public ::testing::Test {
   }
   // Runs a DMA (read of kIova unless told otherwise) that must fault with `reason`.
   void ExpectFault(const std::string& what, uint8_t reason, uint32_t op = kOpRead, uint64_t iova = kIova,
-                   uint64_t ctrl = 0, std::optional<uint32_t> pasid = {}, bool write = false) {
+                   uint64_t ctrl = 0, std::optional<uint32_t> pasid = {}, bool write = false,
+                   uint64_t pasid_flags = 0) {
     SCOPED_TRACE(what);
-    TestMachine::JobResult r = m_->RunJob(op, iova, iova, 64, ctrl | kCtrlNoPri, pasid);
+    TestMachine::JobResult r = m_->RunJob(op, iova, iova, 64, ctrl | kCtrlNoPri, pasid, pasid_flags);
     EXPECT_EQ(r.error, kErrTranslation) << "job error";
     EXPECT_EQ(r.fault_info & 0xff, reason) << "reason the device saw";
     std::vector<FaultRecord> f = m_->driver().ReadAndClearFaults();
@@ -63,6 +64,8 @@ class FaultTest : public ::testing::Test {
     EXPECT_EQ(f[0].addr, iova & ~0xfffull);
     EXPECT_EQ(f[0].write, write);
     EXPECT_EQ(f[0].pasid, pasid);
+    EXPECT_EQ(f[0].exec, (pasid_flags & kPasidExec) != 0);
+    EXPECT_EQ(f[0].priv, (pasid_flags & kPasidPriv) != 0);
     EXPECT_EQ(FaultMsis(), 1u) << "fault event interrupt";
     EXPECT_EQ(m_->driver().Read32(kFstsReg) & (kFstsPpf | kFstsPfo), 0u);
   }
@@ -281,6 +284,54 @@ TEST_F(ScalableFaultTest, TableAccessErrors) {
   SetRootTable(m_->driver(), kNotRam | (1u << 10));
   Flush();
   ExpectFault("root access", kSmRootAccess);
+}
+
+TEST_F(ScalableFaultTest, ExecuteRequests) {
+  // PASID 6: one executable page, one XD page (first-stage XD, §9.7).
+  auto fl = FirstStageTableBuilder::Create(m_->memory(), m_->alloc(), 4);
+  ASSERT_TRUE(fl.ok());
+  ASSERT_TRUE(fl->Map(kIova, kBuf, 0x1000, kDmaRead | kDmaExec, kPage4K, fs::kA).ok());
+  ASSERT_TRUE(fl->Map(kIova + 0x1000, kBuf, 0x1000, kDmaRead, kPage4K, fs::kA).ok());
+  Attach();
+  PasidEntrySpec pe = pe_;
+  pe.flptptr = fl->root();
+  pe.did = 6;
+  ASSERT_TRUE(m_->driver().SetPasid(m_->rid(), 6, pe, false).ok());
+  m_->EnablePasid(/*exec=*/true, /*priv=*/false);
+  EXPECT_TRUE(m_->RunJob(kOpRead, kIova + 0x1000, 0, 64, kCtrlNoPri, 6u).done()) << "plain read of an XD page";
+  // The XD page never allows execute; the executable page does only if ECAP.ERS (bit 30) is set.
+  ExpectFault("execute of an XD page", kSmExecDenied, kOpRead, kIova + 0x1000, 0, 6u, false, kPasidExec);
+  const bool ers = (m_->driver().ecap() >> 30) & 1;
+  if (ers) {
+    EXPECT_TRUE(m_->RunJob(kOpRead, kIova, 0, 64, kCtrlNoPri, 6u, kPasidExec).done());
+  } else {
+    ExpectFault("execute without ECAP.ERS", kSmExecDenied, kOpRead, kIova, 0, 6u, false, kPasidExec);
+  }
+}
+
+TEST_F(FaultTest, FiftySevenBitWidthChecks) {
+  Boot("aw=57", true);
+  auto fl5 = FirstStageTableBuilder::Create(m_->memory(), m_->alloc(), 5);
+  auto fl4 = FirstStageTableBuilder::Create(m_->memory(), m_->alloc(), 4);
+  ASSERT_TRUE(fl5.ok() && fl4.ok());
+  const uint64_t high = 0x00ff000000000000ull;  // needs 5-level paging
+  ASSERT_TRUE(fl5->Map(high, kBuf, 0x1000, kDmaRead, kPage4K, fs::kA).ok());
+  ASSERT_TRUE(m_->driver().AttachScalable(m_->rid(), {false, true, false}).ok());
+  PasidEntrySpec pe;
+  pe.pgtt = 1;
+  pe.did = 2;
+  pe.flptptr = fl5->root();
+  pe.flpm = 1;
+  ASSERT_TRUE(m_->driver().SetPasid(m_->rid(), 0, pe, false).ok());
+  pe.did = 3;
+  pe.flptptr = fl4->root();
+  pe.flpm = 0;
+  ASSERT_TRUE(m_->driver().SetPasid(m_->rid(), 1, pe, false).ok());
+  ASSERT_TRUE(m_->driver().EnableTranslation().ok());
+  m_->EnablePasid();
+  EXPECT_TRUE(m_->RunJob(kOpRead, high, 0, 64).done());
+  ExpectFault("bit 56 set, 63:57 clear", kSmNonCanonical, kOpRead, 0x0100000000000000ull);
+  ExpectFault("4-level table: bit 47 set", kSmNonCanonical, kOpRead, 0x0000800000000000ull, 0, 1u);
 }
 
 TEST_F(ScalableFaultTest, FaultProcessingDisableSuppressesRecording) {
