@@ -79,7 +79,7 @@ test: setup kernel debian-kernel initramfs build fuzz-build
 	rm -f $(BUILD)/guest-results/*.summary $(BUILD)/ctest-junit.xml $(FUZZ_BUILD)/ctest-junit.xml
 	rc=0; \
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS) --output-junit $(CURDIR)/$(BUILD)/ctest-junit.xml || rc=1; \
-	ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure \
+	ctest --test-dir $(FUZZ_BUILD) -L fuzz -j$(JOBS) --output-on-failure \
 	  --output-junit $(CURDIR)/$(FUZZ_BUILD)/ctest-junit.xml || rc=1; \
 	scripts/summarize-tests.py --guest-results $(BUILD)/guest-results \
 	  $(BUILD)/ctest-junit.xml $(FUZZ_BUILD)/ctest-junit.xml || rc=1; \
