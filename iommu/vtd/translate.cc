@@ -134,6 +134,39 @@ Decoded<ContextEntry> LookupContext(PhysMemory& memory, const VtdProfile& profil
   return d;
 }
 
+std::optional<TranslateOutcome> TranslateCached(const TranslationState& state, const ContextCache& contexts,
+                                                const PasidCache& pasids, Iotlb& iotlb, const TranslateRequest& req) {
+  if (!state.enabled) return Identity(req.iova, true);
+  const ContextEntry* ctx = contexts.Lookup(req.rid);
+  if (!ctx) return std::nullopt;
+  const bool device_tlb = ctx->device_tlb();
+  auto hit = [&](uint16_t did, uint32_t pasid, uint32_t access) -> std::optional<TranslateOutcome> {
+    if (auto h = iotlb.Lookup(did, pasid, req.iova, access)) {
+      return TranslateOutcome{true, h->output, h->page_size, h->perms, device_tlb};
+    }
+    return std::nullopt;
+  };
+  if (!ctx->scalable) {
+    if (req.pasid || (req.kind == RequestKind::kTranslationRequest && ctx->tt != kTtAllWithDeviceTlb)) {
+      return std::nullopt;  // faults take the full path
+    }
+    if (ctx->tt == kTtPassThrough) return Identity(req.iova, device_tlb);
+    return hit(ctx->did, kNoPasid, req.access & (kDmaRead | kDmaWrite));
+  }
+  if (req.kind == RequestKind::kTranslationRequest && !ctx->dte) return std::nullopt;
+  if (req.pasid && !ctx->pasid_enable) return std::nullopt;
+  uint32_t access = req.access;
+  uint32_t pasid = req.pasid.value_or(ctx->rid_pasid);
+  if (!req.pasid) {
+    access &= ~(kDmaPriv | kDmaExec);
+    if (ctx->rid_priv) access |= kDmaPriv;
+  }
+  const PasidEntry* pe = pasids.Lookup(req.rid, pasid);
+  if (!pe) return std::nullopt;
+  if (pe->pgtt == kPgttPassThrough) return Identity(req.iova, device_tlb);
+  return hit(pe->did, pasid, access);
+}
+
 TranslateOutcome TranslateDma(PhysMemory& memory, const VtdProfile& profile, const TranslationState& state,
                               TranslationCaches& caches, const TranslateRequest& req) {
   // §3.4.1 / §4.2: with translation disabled, requests pass through untranslated.

@@ -56,6 +56,12 @@ struct TranslationCaches {
 TranslateOutcome TranslateDma(PhysMemory& memory, const VtdProfile& profile, const TranslationState& state,
                               TranslationCaches& caches, const TranslateRequest& request);
 
+// The same pipeline restricted to cached state: a result only if context (and PASID) entry are
+// cached and the IOTLB hits (or the translation is a bypass); nullopt means "take the full path".
+// Touches no cache except the IOTLB's LRU, so callers may run it under a shared lock.
+std::optional<TranslateOutcome> TranslateCached(const TranslationState& state, const ContextCache& contexts,
+                                                const PasidCache& pasids, Iotlb& iotlb, const TranslateRequest& request);
+
 // Appendix A fault reason for a failed page walk in legacy or scalable mode.
 uint8_t WalkFaultReason(const WalkFault& fault, bool scalable, uint32_t access);
 

@@ -447,6 +447,29 @@ Translation VtdIommu::TranslateFor(uint16_t rid, uint64_t iova, uint64_t len, ui
                                    const DmaAttrs& attrs) {
   constexpr int kMaxRegions = 64;  // callers loop for longer ranges
   Translation t;
+  {
+    // Fast path under a shared lock: every page served from the caches (vCPUs run in parallel).
+    absl::ReaderMutexLock l(&mu_);
+    uint64_t done = 0;
+    bool complete = true;
+    while (done < len && static_cast<int>(t.regions.size()) < kMaxRegions) {
+      const uint64_t addr = iova + done;
+      if (addr < iova) break;
+      std::optional<TranslateOutcome> o = TranslateCached(
+          translation_, context_cache_, pasid_cache_, iotlb_, {rid, attrs.pasid, addr, access, RequestKind::kUntranslated});
+      if (!o) {
+        complete = false;
+        break;
+      }
+      const uint64_t page_end = (addr & ~(o->page_size - 1)) + o->page_size;
+      uint64_t n = std::min(len - done, page_end - addr);
+      if (n == 0) n = len - done;
+      t.regions.push_back({addr, o->output, n, o->perms});
+      done += n;
+    }
+    if (complete) return t;
+    t.regions.clear();
+  }
   Outbox out;
   {
     absl::MutexLock l(&mu_);
