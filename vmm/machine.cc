@@ -29,7 +29,7 @@ absl::Status Annotate(const absl::Status& s, const std::string& what) {
 
 std::string DefaultGuestCmdline() {
   return "console=ttyS0 earlyprintk=serial,ttyS0 pty.legacy_count=0 no_timer_check tsc=reliable "
-         "reboot=k panic=-1 "
+         "reboot=k panic=-1 rcupdate.rcu_cpu_stall_suppress=1 "
          // Guest user code runs natively with the host's XCR0 while the kernel (noxsave) saves only
          // FXSAVE state: keep glibc off AVX so YMM/ZMM state need not survive context switches.
          "GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD";

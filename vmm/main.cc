@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   signal_thread.join();
   std::fprintf(stderr, "\r\nionest: stopped: %s%s%s\n", StopReasonName(reason), detail.empty() ? "" : ": ",
                detail.c_str());
-  if (reason == StopReason::kTimeout || reason == StopReason::kGuestCrash) {
+  if (reason != StopReason::kPowerOff && reason != StopReason::kReset) {
     std::fprintf(stderr, "ionest: vCPU state: %s\n", (*machine)->DescribeVcpus().c_str());
   }
   std::fprintf(stderr, "ionest: boot timing: %s\n", (*machine)->timing().Report().c_str());
