@@ -3,7 +3,7 @@
 namespace ionest {
 
 absl::Status KvmMsiSink::SendMsi(const MsiMessage& msi) {
-  if ((msi.address & 0xFFF00000ull) != 0xFEE00000ull || (msi.address >> 32) != 0) {
+  if (!IsCpuInterruptAddress(msi.address)) {
     dropped_.fetch_add(1);
     return absl::OkStatus();
   }

@@ -10,6 +10,9 @@
 
 namespace ionest {
 
+// True for a DWORD write to the interrupt address range 0xFEEx_xxxx (SDM vol. 3 §11.11.1).
+inline bool IsCpuInterruptAddress(uint64_t address) { return (address & ~0xFFFFFull) == 0xFEE00000ull; }
+
 class KvmMsiSink final : public MsiSink {
  public:
   explicit KvmMsiSink(KvmVm& vm) : vm_(vm) {}

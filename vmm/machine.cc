@@ -153,8 +153,7 @@ absl::Status Machine::SetupDevices() {
 }
 
 void Machine::UpdateGsiRoutes() {
-  static absl::Mutex routes_mu;
-  absl::MutexLock lock(&routes_mu);
+  absl::MutexLock lock(&routes_mu_);
   std::vector<kvm_irq_routing_entry> entries;
   for (unsigned pin = 0; pin < kIoapicPins; ++pin) {
     auto msi = ioapic_->ComposeMsi(pin);

@@ -89,7 +89,9 @@ class Machine {
   absl::Status LoadGuest();
   absl::Status SetupPlatformTables();
   absl::Status SetupVcpus();
-  void UpdateGsiRoutes();
+  // Mirrors the IOAPIC's RTEs into KVM's GSI routes (KVM derives the level-triggered vectors that
+  // exit with KVM_EXIT_IOAPIC_EOI from them). Called from vCPU threads on RTE writes.
+  void UpdateGsiRoutes() ABSL_LOCKS_EXCLUDED(routes_mu_);
 
   const MachineOptions options_;
   MemoryLayout layout_;
@@ -123,6 +125,7 @@ class Machine {
   EmulationStats stats_;
   BootTiming timing_;
 
+  absl::Mutex routes_mu_;  // serializes KVM_SET_GSI_ROUTING updates from vCPU threads
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};
   absl::Mutex stop_mu_;
