@@ -108,6 +108,8 @@ uint8_t WalkFaultReason(const WalkFault& f, bool scalable, uint32_t access) {
       case WalkFaultKind::kAddressWidth: return kSmBeyondMaxAddress;
       case WalkFaultKind::kRequestNotAllowed: return (access & kDmaPriv) ? kSmSreClear : kSmExecDenied;
       case WalkFaultKind::kPermission:
+        // 81h: a user-mode request to a supervisor page (U/S=0 in the faulting entry).
+        if (!(access & kDmaPriv) && !(f.entry & (1u << 2))) return kSmUserDenied;
         if (access & kDmaExec) return kSmExecDenied;
         return write ? kSmWriteDenied : kSmReadDenied;
       default: return kSmPasidEntryInvalid;

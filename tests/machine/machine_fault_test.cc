@@ -231,10 +231,9 @@ TEST_F(ScalableFaultTest, PrivilegedRequests) {
   EXPECT_TRUE(m_->RunJob(kOpRead, kIova, 0, 64, kCtrlNoPri, 4u, kPasidPriv).done());
 }
 
-// KNOWN MODEL BUG (reported to the vtd engineer): a user-mode request to a supervisor-only
-// first-stage page is recorded as 86h (read denied) instead of 81h (privilege violation, Appendix A;
-// QEMU's VTD_FR_FS_PAGING_ENTRY_US agrees). Enable once translate.cc maps U/S violations to 81h.
-TEST_F(ScalableFaultTest, DISABLED_UserRequestToSupervisorPage) {
+// A user-mode request to a supervisor-only first-stage page is a privilege violation: 81h
+// (Appendix A; QEMU's VTD_FR_FS_PAGING_ENTRY_US agrees), not 86h (read denied).
+TEST_F(ScalableFaultTest, UserRequestToSupervisorPage) {
   auto fl = FirstStageTableBuilder::Create(m_->memory(), m_->alloc(), 4);
   ASSERT_TRUE(fl.ok());
   ASSERT_TRUE(fl->Map(kIova, kBuf, 0x1000, kDmaRead | kDmaPriv, kPage4K, fs::kA).ok());
