@@ -21,10 +21,13 @@ struct ByteReg {
   uint8_t rw1c;  // write-1-to-clear status bits
 };
 constexpr ByteReg kRegs[] = {
-    /*PM1_STS lo*/ {0x00, 0x00, kPm1StsTmr & 0xff},
-    /*PM1_STS hi*/ {0x00, 0x00, static_cast<uint8_t>((kPm1StsPwrBtn | kPm1StsWak) >> 8)},
-    /*PM1_EN lo */ {0x00, kPm1StsTmr & 0xff, 0x00},
-    /*PM1_EN hi */ {0x00, static_cast<uint8_t>(kPm1StsPwrBtn >> 8), 0x00},
+    // GBL_EN and RTC_EN must read back what the OS wrote: Linux checks GBL_EN when it installs its
+    // global-lock handler ("Could not enable GlobalLock event" otherwise). Nothing raises GBL_STS or
+    // RTC_STS here (no firmware shares the lock, no RTC alarm).
+    /*PM1_STS lo*/ {0x00, 0x00, (kPm1StsTmr | kPm1StsGbl) & 0xff},
+    /*PM1_STS hi*/ {0x00, 0x00, static_cast<uint8_t>((kPm1StsPwrBtn | kPm1StsRtc | kPm1StsWak) >> 8)},
+    /*PM1_EN lo */ {0x00, (kPm1StsTmr | kPm1StsGbl) & 0xff, 0x00},
+    /*PM1_EN hi */ {0x00, static_cast<uint8_t>((kPm1StsPwrBtn | kPm1StsRtc) >> 8), 0x00},
     // PM1_CNT: SCI_EN reads 1 (no SMI_CMD: the machine is always in ACPI mode, §4.8.3.2.1);
     // SLP_TYP is RW; SLP_EN is write-only and reads 0.
     /*PM1_CNT lo*/ {kPm1CntSciEn, 0x00, 0x00},

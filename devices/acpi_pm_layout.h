@@ -36,7 +36,9 @@ inline constexpr uint8_t kSlpTypS5 = 5;
 
 // PM1_STS / PM1_EN bits (ACPI 6.5 §4.8.3.1, Tables 4.11/4.12) that are implemented.
 inline constexpr uint16_t kPm1StsTmr = 1u << 0;
+inline constexpr uint16_t kPm1StsGbl = 1u << 5;     // global lock release (§4.8.3.1.1)
 inline constexpr uint16_t kPm1StsPwrBtn = 1u << 8;
+inline constexpr uint16_t kPm1StsRtc = 1u << 10;
 inline constexpr uint16_t kPm1StsWak = 1u << 15;
 
 // FADT.RESET_REG (ACPI 6.5 §4.8.3.6): system I/O, 8-bit, at the i8042 command port; value 0xFE.

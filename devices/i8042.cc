@@ -7,6 +7,7 @@ namespace {
 constexpr uint8_t kStsOutputFull = 1u << 0;
 constexpr uint8_t kStsSystemFlag = 1u << 2;
 constexpr uint8_t kStsCommand = 1u << 3;  // last write went to the command port
+constexpr uint8_t kStsNotInhibited = 1u << 4;  // keyboard not locked (Linux warns "Keylock active" if 0)
 // Command byte bits.
 constexpr uint8_t kCmdSystemFlag = 1u << 2;
 constexpr uint8_t kCmdKbdDisable = 1u << 4;
@@ -46,7 +47,7 @@ uint8_t I8042::ReadData() {
 
 uint8_t I8042::ReadStatus() {
   absl::MutexLock l(&mu_);
-  uint8_t s = 0;  // input buffer always empty: writes are consumed at once
+  uint8_t s = kStsNotInhibited;  // input buffer always empty: writes are consumed at once
   if (!output_.empty()) s |= kStsOutputFull;
   if (command_byte_ & kCmdSystemFlag) s |= kStsSystemFlag;
   if (last_was_command_) s |= kStsCommand;

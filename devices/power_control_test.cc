@@ -71,6 +71,15 @@ TEST_F(PowerControlTest, PowerButtonStatusIsRw1cAndDrivesSci) {
   EXPECT_EQ(In(kPm1aEvtPort + 2, 2), kPm1StsPwrBtn);
 }
 
+// Linux installs a global-lock handler by setting PM1_EN.GBL_EN and reading it back.
+TEST_F(PowerControlTest, GlobalLockAndRtcEnablesReadBack) {
+  Out(kPm1aEvtPort + 2, kPm1StsGbl | kPm1StsRtc, 2);
+  EXPECT_EQ(In(kPm1aEvtPort + 2, 2), kPm1StsGbl | kPm1StsRtc);
+  EXPECT_FALSE(sci.level());  // no status bit is set, so no SCI
+  Out(kPm1aEvtPort + 2, 0, 2);
+  EXPECT_EQ(In(kPm1aEvtPort + 2, 2), 0u);
+}
+
 TEST_F(PowerControlTest, PmTimerCountsAt3579545HzAndWraps24Bits) {
   const uint32_t t0 = static_cast<uint32_t>(In(kPmTmrPort, 4));
   EXPECT_EQ(t0, 0u);
@@ -84,6 +93,7 @@ TEST_F(PowerControlTest, PmTimerCountsAt3579545HzAndWraps24Bits) {
 
 TEST_F(PowerControlTest, I8042ResetCommandAndStatus) {
   EXPECT_EQ(In(kI8042CommandPort, 1) & 0x03, 0u);  // input and output buffers empty
+  EXPECT_EQ(In(kI8042CommandPort, 1) & 0x10, 0x10u);  // keyboard not inhibited (no keylock)
   Out(kI8042CommandPort, 0xAA, 1);                 // self test
   EXPECT_EQ(In(kI8042CommandPort, 1) & 0x01, 1u);
   EXPECT_EQ(In(kI8042DataPort, 1), 0x55u);
