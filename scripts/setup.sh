@@ -12,6 +12,7 @@ packages=(
   # libraries
   libabsl-dev libcapstone-dev libfdt-dev libgtest-dev libgmock-dev libbenchmark-dev
   libzstd-dev liblzma-dev zlib1g-dev
+  acpica-tools                           # iasl/acpiexec cross-checks of the ACPI tables (firmware tests)
   # guest kernel (guest-tests/build-kernel.sh)
   linux-source-6.12 flex bison libelf-dev bc libssl-dev cpio kmod
   # guest initramfs
