@@ -51,9 +51,9 @@ configure:
 build: configure
 	ninja -C $(BUILD) -j$(JOBS)
 
-# libFuzzer targets with clang-14; only the fuzzers are built here.
+# libFuzzer targets with clang-14 under ASan+UBSan; only the fuzzers are built here.
 fuzz-build:
-	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DIONEST_FUZZ=ON -DCMAKE_C_COMPILER=clang-14 \
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DIONEST_FUZZ=ON -DIONEST_SANITIZE=ON -DCMAKE_C_COMPILER=clang-14 \
 	  -DCMAKE_CXX_COMPILER=clang++-14 $(CMAKE_VARS)
 	targets="$$(ctest --test-dir $(FUZZ_BUILD) -N -L fuzz | sed -n 's/^ *Test *#[0-9]*: *//p')"; \
 	if [[ -n "$$targets" ]]; then ninja -C $(FUZZ_BUILD) -j$(JOBS) $$targets; \
