@@ -61,7 +61,7 @@ struct MachineOptions {
 
 // Parameters that make the minimal guest boot fast on the emulating KVM (see
 // /work/shared/notes/kvm-on-these-machines.md): serial console, no legacy PTYs (pty_init costs
-// ~85 s), no IOAPIC timer check, trusted TSC, no mitigations patching, reboot through the i8042.
+// ~85 s), no IOAPIC timer check, trusted TSC, low-res tick, reboot through the i8042.
 std::string DefaultGuestCmdline();
 
 class Machine {
