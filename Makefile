@@ -26,7 +26,11 @@ CMAKE_VARS := -DIONEST_GUEST_KERNEL=$(KERNEL) -DIONEST_GUEST_INITRD_DIR=$(INITRD
   -DIONEST_DEBIAN_BZIMAGE=$(DEBIAN_BZIMAGE) \
   "-DIONEST_GUEST_CMDLINE_EXTRA=$(CMDLINE_EXTRA)"
 
-.PHONY: all setup kernel debian-kernel initramfs configure build fuzz-build run test
+# Guest payload build scripts (each an idempotent no-op when up to date); those present run in order.
+PAYLOAD_SCRIPTS := guest-tests/modules/build-modules.sh guest-tests/programs/build-programs.sh \
+  guest-tests/pcitest/build-pcitest.sh guest-tests/kselftests/build-kselftests.sh
+
+.PHONY: all setup kernel debian-kernel guest-payload initramfs configure build fuzz-build run test bench-guest
 all: build
 
 setup:
@@ -38,7 +42,15 @@ kernel:
 debian-kernel:
 	scripts/fetch-debian-kernel.sh
 
-initramfs:
+# Static programs, modules and kselftests for the guest, in $(IONEST_CACHE)/guest-{bin,modules,ksft}/.
+guest-payload: kernel
+	for s in $(PAYLOAD_SCRIPTS); do \
+	  if [[ -x "$$s" ]]; then echo "guest-payload: $$s"; "$$s"; \
+	  elif [[ -e "$$s" ]]; then echo "guest-payload: $$s"; bash "$$s"; fi; \
+	done
+
+# default.cpio (interactive shell) + one <suite>.cpio per guest-tests/suites/<suite>/ (with its payload.txt).
+initramfs: guest-payload
 	mkdir -p $(INITRD_DIR)
 	guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/default.cpio
 	for s in $(SUITES); do \

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -87,10 +88,10 @@ class LineSplitter {
 
 }  // namespace
 
-bool VmmHelpMentions(const std::string& vmm, const std::string& flag) {
-  auto child = ChildProcess::Spawn({vmm, "--help"});
-  if (!child.ok()) return false;
-  std::string output;
+std::optional<CommandResult> RunCommand(const std::vector<std::string>& argv) {
+  auto child = ChildProcess::Spawn(argv);
+  if (!child.ok()) return std::nullopt;
+  CommandResult result;
   const auto deadline = Clock::now() + std::chrono::seconds(10);
   char buf[4096];
   while ((child->stdout_fd() >= 0 || child->stderr_fd() >= 0) && Clock::now() < deadline) {
@@ -99,14 +100,58 @@ bool VmmHelpMentions(const std::string& vmm, const std::string& flag) {
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       ssize_t got = read(fds[i].fd, buf, sizeof(buf));
-      if (got > 0 && output.size() < (1 << 20)) {
-        output.append(buf, static_cast<size_t>(got));
+      if (got > 0 && result.output.size() < (1 << 20)) {
+        result.output.append(buf, static_cast<size_t>(got));
       } else if (got == 0 || (got < 0 && errno != EINTR)) {
         i == 0 ? child->CloseStdout() : child->CloseStderr();
       }
     }
   }
-  return output.find(flag) != std::string::npos;  // ~ChildProcess kills and reaps
+  if (child->stdout_fd() < 0 && child->stderr_fd() < 0) {
+    for (int i = 0; i < 50 && !child->TryReap(); ++i) usleep(20 * 1000);
+    result.exited_ok = child->exited() && WIFEXITED(child->wait_status()) && WEXITSTATUS(child->wait_status()) == 0;
+  }
+  return result;  // ~ChildProcess kills and reaps a child still running
+}
+
+bool VmmHelpMentions(const std::string& vmm, const std::string& flag) {
+  auto r = RunCommand({vmm, "--help"});
+  return r && r->output.find(flag) != std::string::npos;
+}
+
+std::optional<VtdCaps> ParseVtdCaps(std::string_view output) {
+  auto field = [&](std::string_view key) -> std::optional<uint64_t> {
+    // `key` at the start or after a space, then 0x and hex digits.
+    for (size_t pos = output.find(key); pos != std::string_view::npos; pos = output.find(key, pos + 1)) {
+      if (pos != 0 && output[pos - 1] != ' ' && output[pos - 1] != '\n') continue;
+      std::string_view rest = output.substr(pos + key.size());
+      if (!rest.starts_with("0x")) return std::nullopt;
+      rest.remove_prefix(2);
+      size_t n = 0;
+      while (n < rest.size() && std::isxdigit(static_cast<unsigned char>(rest[n]))) ++n;
+      if (n == 0 || n > 16) return std::nullopt;
+      return std::stoull(std::string(rest.substr(0, n)), nullptr, 16);
+    }
+    return std::nullopt;
+  };
+  auto cap = field("cap="), ecap = field("ecap=");
+  if (!cap || !ecap) return std::nullopt;
+  return VtdCaps{*cap, *ecap};
+}
+
+std::vector<std::string> PrintVtdCapsCommand(const RunnerOptions& o) {
+  std::vector<std::string> argv = {o.vmm, "--iommu=vtd"};
+  for (size_t i = 0; i < o.vmm_args.size(); ++i) {
+    const std::string& a = o.vmm_args[i];
+    if (a.starts_with("--vtd-profile=")) {
+      argv.push_back(a);
+    } else if (a == "--vtd-profile" && i + 1 < o.vmm_args.size()) {
+      argv.push_back(a);
+      argv.push_back(o.vmm_args[++i]);
+    }
+  }
+  argv.push_back("--print-vtd-caps");
+  return argv;
 }
 
 std::string FormatCounts(int passed, int failed, int skipped) {
@@ -155,6 +200,23 @@ int RunGuestSuite(const RunnerOptions& o) {
   }
   if (use_vtd) argv.push_back("--iommu=vtd");
   argv.insert(argv.end(), o.vmm_args.begin(), o.vmm_args.end());
+  if (use_vtd && o.vtd_caps) {
+    const std::vector<std::string> caps_cmd = PrintVtdCapsCommand(o);
+    auto r = RunCommand(caps_cmd);
+    std::optional<VtdCaps> caps;
+    if (r && r->exited_ok) caps = ParseVtdCaps(r->output);
+    std::string& guest_cmdline = *(std::find(argv.begin(), argv.end(), "--cmdline") + 1);
+    if (caps) {
+      absl::StrAppend(&guest_cmdline, absl::StrFormat(" ionest.vtd_cap=0x%016x ionest.vtd_ecap=0x%016x", caps->cap,
+                                                      caps->ecap));
+      std::cout << tag << absl::StrFormat("expected VT-d cap=0x%016x ecap=0x%016x", caps->cap, caps->ecap)
+                << std::endl;
+    } else {
+      absl::StrAppend(&guest_cmdline, " ionest.vtd_caps=unavailable");
+      std::cout << tag << "'" << absl::StrJoin(caps_cmd, " ") << "' gave no cap=/ecap= (VMM without "
+                << "--print-vtd-caps?): the guest skips its CAP/ECAP check" << std::endl;
+    }
+  }
 
   std::ofstream log;
   if (!o.log_path.empty()) {

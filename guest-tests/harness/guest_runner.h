@@ -3,7 +3,10 @@
 // Not thread-safe (owns the process's stdout while running).
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "guest-tests/harness/ktap_parser.h"
@@ -30,7 +33,28 @@ struct RunnerOptions {
   // "vtd": pass --iommu=vtd; "none": pass nothing; "auto": --iommu=vtd if
   // `<vmm> --help` mentions --iommu.
   std::string iommu = "none";
+  // With VT-d: ask `<vmm> --iommu=vtd [--vtd-profile P] --print-vtd-caps` for the expected
+  // registers and append "ionest.vtd_cap=0x.. ionest.vtd_ecap=0x.." to the guest command line
+  // ("ionest.vtd_caps=unavailable" if the VMM cannot print them).
+  bool vtd_caps = true;
 };
+
+struct VtdCaps {
+  uint64_t cap = 0;
+  uint64_t ecap = 0;
+};
+// Parses "cap=0x... ecap=0x..." (the first line of `ionest --print-vtd-caps`).
+std::optional<VtdCaps> ParseVtdCaps(std::string_view output);
+
+// Output (stdout+stderr, within 10 s) and exit status of `argv`; nullopt if it cannot run.
+struct CommandResult {
+  std::string output;
+  bool exited_ok = false;
+};
+std::optional<CommandResult> RunCommand(const std::vector<std::string>& argv);
+
+// The `--print-vtd-caps` command for these options (keeps a --vtd-profile from vmm_args).
+std::vector<std::string> PrintVtdCapsCommand(const RunnerOptions& o);
 
 // True if `<vmm> --help` (stdout+stderr, within 10 s) contains `flag`.
 bool VmmHelpMentions(const std::string& vmm, const std::string& flag);

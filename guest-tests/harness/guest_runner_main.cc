@@ -12,9 +12,9 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: ionest_guest_runner --vmm PATH --kernel PATH --initrd PATH [--name N] [--cpus N]\n"
-    "         [--memory M] [--timeout S] [--grace S] [--disk-mib N] [--disk-check] [--cmdline-extra STR]\n"
+    "         [--memory M] [--timeout S] [--grace S] [--disk-mib N] [--disk-check] [--cmdline-extra STR]...\n"
     "         [--log FILE] [--summary FILE] [--work-dir DIR] [--no-kvm-check] [--iommu auto|vtd|none]\n"
-    "         [--vmm-arg ARG]...\n";
+    "         [--vmm-arg ARG]... [--no-vtd-caps]\n";
 
 bool ParseInt(const std::string& s, int& out) { return absl::SimpleAtoi(s, &out) && out >= 0; }
 
@@ -36,7 +36,11 @@ int main(int argc, char** argv) {
     else if (arg == "--initrd") ok = value(o.initrd);
     else if (arg == "--name") ok = value(o.name);
     else if (arg == "--memory") ok = value(o.memory);
-    else if (arg == "--cmdline-extra") ok = value(o.cmdline_extra);
+    else if (arg == "--cmdline-extra") {  // repeatable: appended with a space
+      ok = value(v);
+      if (ok && !v.empty()) o.cmdline_extra += (o.cmdline_extra.empty() ? "" : " ") + v;
+    }
+    else if (arg == "--no-vtd-caps") o.vtd_caps = false;
     else if (arg == "--log") ok = value(o.log_path);
     else if (arg == "--summary") ok = value(o.summary_path);
     else if (arg == "--work-dir") ok = value(o.work_dir);

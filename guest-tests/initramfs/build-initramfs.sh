@@ -3,9 +3,16 @@
 # /init (guest-tests/initramfs/init), /etc/fstab and the test scripts.
 #   build-initramfs.sh -o OUT.cpio [-t TEST_DIR]...
 # Without -t the guest starts an interactive shell on the console.
-# Env: BUSYBOX (default /bin/busybox, Debian package busybox-static).
+# TEST_DIR/payload.txt adds guest files, one `<guest-path> <host-path>` a line
+# (# comments); the host path is relative to the repo root or starts with
+# $IONEST_CACHE/; a host directory copies all its regular files (not
+# recursively) into the guest directory. A missing host file is an error that
+# names the script producing it.
+# Env: BUSYBOX (default /bin/busybox, Debian package busybox-static), IONEST_CACHE.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cache="${IONEST_CACHE:-$HOME/.cache/ionest}"
 busybox="${BUSYBOX:-/bin/busybox}"
 out=""
 test_dirs=()
@@ -26,8 +33,74 @@ applets="sh ash cat cp mv rm ln ls mkdir rmdir chmod stat touch dd sync blockdev
   cut tr sort uniq head tail wc find xargs od hexdump xxd printf echo test [ [[ true false env sleep date
   uname free ps kill top mount umount poweroff reboot halt setsid cttyhack lspci devmem vi less which
   basename dirname seq readlink realpath md5sum sha256sum cmp diff time timeout"
+# The script that makes a cache artifact (for the missing-file error).
+producer() {
+  case "$1" in
+    guest-bin/pcitest* | guest-bin/dma_map_benchmark*) echo "guest-tests/pcitest/build-pcitest.sh" ;;
+    guest-bin/*) echo "guest-tests/programs/build-programs.sh" ;;
+    guest-modules/*) echo "guest-tests/modules/build-modules.sh" ;;
+    guest-ksft/*) echo "guest-tests/kselftests/build-kselftests.sh" ;;
+    kernel/*) echo "guest-tests/build-kernel.sh" ;;
+    *) echo "make guest-payload" ;;
+  esac
+}
+# payload_entries PAYLOAD_TXT: cpio list lines (dirs first, once each).
+declare -A made_dirs=([/bin]=1 [/sbin]=1 [/usr]=1 [/usr/bin]=1 [/usr/sbin]=1 [/dev]=1 [/etc]=1 [/proc]=1
+  [/sys]=1 [/tmp]=1 [/root]=1 [/tests]=1 [/]=1)
+guest_dir() { # guest_dir /a/b/c: emits missing dir entries for /a, /a/b, /a/b/c
+  local d="" part
+  local IFS=/
+  for part in $1; do
+    [[ -n "$part" ]] || continue
+    d="$d/$part"
+    [[ -n "${made_dirs[$d]:-}" ]] && continue
+    made_dirs[$d]=1
+    echo "dir $d 0755"
+  done
+}
+payload_entries() {
+  local txt="$1" guest host src rel lineno=0 f
+  while read -r guest host rest || [[ -n "$guest" ]]; do
+    lineno=$((lineno + 1))
+    [[ -z "$guest" || "$guest" == \#* ]] && continue
+    [[ -n "$host" && -z "${rest:-}" && "$guest" == /* ]] ||
+      { echo "build-initramfs: $txt:$lineno: want '<guest-path> <host-path>'" >&2; return 1; }
+    if [[ "$host" == '$IONEST_CACHE/'* ]]; then
+      rel="${host#\$IONEST_CACHE/}"
+      src="$cache/$rel"
+    elif [[ "$host" == /* ]]; then
+      echo "build-initramfs: $txt:$lineno: host path must be repo-relative or start with \$IONEST_CACHE/" >&2
+      return 1
+    else
+      rel=""
+      src="$repo/$host"
+    fi
+    if [[ -d "$src" ]]; then
+      guest_dir "$guest"
+      for f in "$src"/*; do
+        [[ -f "$f" ]] || continue
+        echo "file ${guest%/}/$(basename "$f") $f $( [[ -x "$f" ]] && echo 0755 || echo 0644)"
+      done
+    elif [[ -f "$src" ]]; then
+      guest_dir "$(dirname "$guest")"
+      echo "file $guest $src $( [[ -x "$src" ]] && echo 0755 || echo 0644)"
+    else
+      local fix="it should be in the repo"
+      [[ -n "$rel" ]] && fix="run $(producer "$rel") (or 'make guest-payload')"
+      echo "build-initramfs: $txt:$lineno: missing $src for guest $guest: $fix" >&2
+      return 1
+    fi
+  done <"$txt"
+}
+
 list="$(mktemp)"
-trap 'rm -f "$list"' EXIT
+payload="$(mktemp)"
+trap 'rm -f "$list" "$payload"' EXIT
+for d in "${test_dirs[@]+"${test_dirs[@]}"}"; do
+  if [[ -f "$d/payload.txt" ]]; then
+    payload_entries "$d/payload.txt" >>"$payload" || exit 1
+  fi
+done
 {
   for d in /bin /sbin /usr /usr/bin /usr/sbin /dev /etc /proc /sys /tmp /root /tests; do
     echo "dir $d 0755"
@@ -49,7 +122,8 @@ trap 'rm -f "$list"' EXIT
       echo "file /tests/$(basename "$t") $t 0755"
     done
   done
+  cat "$payload"
 } > "$list"
 python3 "$here/mkcpio.py" "$out.tmp" < "$list"
 mv -f "$out.tmp" "$out"
-echo "build-initramfs: $out ($(stat -c %s "$out") bytes, $(grep -c '^file /tests/' "$list") test scripts)"
+echo "build-initramfs: $out ($(stat -c %s "$out") bytes, $(grep -c '^file /tests/' "$list") test scripts, $(grep -c '^file' "$payload") payload files)"

@@ -6,6 +6,13 @@ if [ "$1" = --help ]; then
 	echo "usage: fake_vmm.sh --kernel K ... [--iommu=vtd|none]"
 	exit 0
 fi
+case " $* " in
+*" --print-vtd-caps "*)
+	# --vtd-profile=nocaps plays a VMM without the option.
+	case " $* " in *" --vtd-profile=nocaps "*) echo "unknown option --print-vtd-caps" >&2; exit 2 ;; esac
+	echo "cap=0x00d2008c40660462 ecap=0x0000f0050f5e"
+	exit 0 ;;
+esac
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--cmdline) cmdline=$2; shift ;;
@@ -20,6 +27,7 @@ for w in $cmdline; do
 	case "$w" in ionest_nonce=*) nonce=${w#ionest_nonce=} ;; esac
 done
 echo "[    0.000000] Linux version 6.12.117 (fake)"
+echo "[    0.000000] Command line: $cmdline"
 echo "vmm: starting" >&2
 echo "ionest-init-start"
 printf 'KTAP version 1\r\n'
