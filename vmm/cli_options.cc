@@ -1,7 +1,9 @@
 #include "vmm/cli_options.h"
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "iommu/vtd/caps.h"
 #include "vmm/memory_layout.h"
 
 namespace ionest {
@@ -17,6 +19,10 @@ std::string CliUsage() {
   --disk PATH              raw disk image for virtio-blk
   --iommu none|vtd         DMA remapping for devices (default none)
   --vtd-profile OPTS       VT-d capabilities, e.g. "sm=on,prs=on,pasid-bits=20" (iommu/vtd/caps.h)
+  --print-vtd-caps         print "cap=0x... ecap=0x..." for --iommu=vtd/--vtd-profile and exit
+  --device KIND[,OPTS]     add a PCI test function behind the IOMMU (repeatable; 00:02.0, 00:03.0, ...
+                           in order): dmatest[,max-len=SIZE,pasid-bits=N,pri-capacity=N] (1de5:1110)
+                           or pci-epf-test[,max-len=SIZE] (104c:b500, Linux pci_endpoint_test)
   --console                interactive serial console on this terminal (raw mode; Ctrl-A x quits)
   --timeout SECONDS        stop the guest after this long (host wall time)
   --syscall-workaround auto|on|off   kvm_pvm SYSCALL bug work-around (default auto)
@@ -57,6 +63,8 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
       s = flag(&o.help);
     } else if (name == "console") {
       s = flag(&m.console);
+    } else if (name == "print-vtd-caps") {
+      s = flag(&o.print_vtd_caps);
     } else if (name == "clear-simd-crypto") {
       s = flag(&m.clear_simd_crypto);
     } else if (name == "no-default-cmdline") {
@@ -89,6 +97,13 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
         if (!absl::SimpleAtod(*v, &m.timeout_seconds) || !(m.timeout_seconds > 0)) {
           return absl::InvalidArgumentError("--timeout must be a positive number of seconds");
         }
+      } else if (name == "device") {
+        auto spec = ParseTestDeviceSpec(*v);
+        if (!spec.ok()) return spec.status();
+        if (m.devices.size() >= kMaxTestDevices) {
+          return absl::InvalidArgumentError(absl::StrFormat("at most %d --device options", kMaxTestDevices));
+        }
+        m.devices.push_back(*spec);
       } else if (name == "vtd-profile") {
         m.vtd_profile = *v;
       } else if (name == "platform-tables") {
@@ -104,8 +119,19 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
     }
     if (!s.ok()) return s;
   }
+  if (o.print_vtd_caps) {
+    if (m.iommu != "vtd") return absl::InvalidArgumentError("--print-vtd-caps needs --iommu=vtd");
+    return o;
+  }
   if (!o.help && m.kernel.empty()) return absl::InvalidArgumentError("--kernel is required (see --help)");
   return o;
+}
+
+absl::StatusOr<std::string> VtdCapsLine(const MachineOptions& machine) {
+  if (machine.iommu != "vtd") return absl::InvalidArgumentError("--print-vtd-caps needs --iommu=vtd");
+  auto profile = vtd::ParseVtdProfile(machine.vtd_profile);
+  if (!profile.ok()) return absl::InvalidArgumentError(absl::StrCat("--vtd-profile: ", profile.status().message()));
+  return absl::StrFormat("cap=0x%016x ecap=0x%016x", profile->Cap(), profile->Ecap());
 }
 
 }  // namespace ionest

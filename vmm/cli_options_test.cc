@@ -2,7 +2,9 @@
 
 #include <set>
 
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
+#include "iommu/vtd/caps.h"
 
 namespace ionest {
 namespace {
@@ -54,6 +56,49 @@ TEST(CliTest, RejectsBadInput) {
   auto help = ParseCli({"--help"});
   ASSERT_TRUE(help.ok());
   EXPECT_TRUE(help->help);
+}
+
+TEST(CliTest, DevicesAreRepeatableAndKeepTheirOrder) {
+  auto o = ParseCli({"--kernel=/k", "--device", "dmatest", "--device=pci-epf-test,max-len=64K",
+                     "--device=dmatest,pasid-bits=8"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_EQ(o->machine.devices.size(), 3u);
+  EXPECT_EQ(o->machine.devices[0].kind, TestDeviceKind::kDmaTest);
+  EXPECT_EQ(o->machine.devices[1].kind, TestDeviceKind::kPciEpfTest);
+  EXPECT_EQ(o->machine.devices[1].max_len, 64u << 10);
+  EXPECT_EQ(o->machine.devices[2].pasid_bits, 8);
+  // Devfns follow virtio-blk (00:01.0): 00:02.0, 00:03.0, ...
+  EXPECT_EQ(TestDeviceDevfn(0), 0x10);
+  EXPECT_EQ(TestDeviceDevfn(1), 0x18);
+  EXPECT_NE(TestDeviceDevfn(0), kVirtioBlkDevfn);
+  EXPECT_FALSE(ParseCli({"--kernel=/k", "--device=nvme"}).ok());
+  EXPECT_FALSE(ParseCli({"--kernel=/k", "--device"}).ok());
+  std::vector<std::string> too_many = {"--kernel=/k"};
+  for (int i = 0; i <= kMaxTestDevices; ++i) too_many.push_back("--device=dmatest");
+  EXPECT_FALSE(ParseCli(too_many).ok());
+  EXPECT_NE(CliUsage().find("--device"), std::string::npos);
+}
+
+TEST(CliTest, PrintVtdCapsNeedsNoKernelButVtd) {
+  auto o = ParseCli({"--iommu=vtd", "--print-vtd-caps"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->print_vtd_caps);
+  auto line = VtdCapsLine(o->machine);
+  ASSERT_TRUE(line.ok()) << line.status();
+  auto profile = vtd::ParseVtdProfile("");
+  ASSERT_TRUE(profile.ok());
+  EXPECT_EQ(*line, absl::StrFormat("cap=0x%016x ecap=0x%016x", profile->Cap(), profile->Ecap()));
+  // The profile changes the values: no SM means no SMTS/PASID/PRS in ECAP.
+  auto legacy = ParseCli({"--iommu=vtd", "--vtd-profile=sm=off", "--print-vtd-caps"});
+  ASSERT_TRUE(legacy.ok());
+  auto legacy_line = VtdCapsLine(legacy->machine);
+  ASSERT_TRUE(legacy_line.ok());
+  EXPECT_NE(*legacy_line, *line);
+  EXPECT_EQ(legacy_line->size(), std::string("cap=0x0000000000000000 ecap=0x0000000000000000").size());
+  EXPECT_FALSE(ParseCli({"--print-vtd-caps"}).ok());  // needs --iommu=vtd
+  auto bad = ParseCli({"--iommu=vtd", "--vtd-profile=aw=12", "--print-vtd-caps"});
+  ASSERT_TRUE(bad.ok());
+  EXPECT_FALSE(VtdCapsLine(bad->machine).ok());
 }
 
 TEST(StopReasonTest, ExitStatusesAreDistinct) {

@@ -6,6 +6,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "devices/testdev/dma_test_device.h"
+#include "devices/testdev/epf_test_device.h"
 #include "firmware/acpi_tables.h"
 #include "vmm/boot_params.h"
 #include "vmm/kernel_loader.h"
@@ -153,7 +155,38 @@ absl::Status Machine::SetupDevices() {
     blk_pci_ = std::move(*pci);
     if (absl::Status s = pci_->AddDevice(kVirtioBlkDevfn, *blk_pci_); !s.ok()) return s;
   }
+  if (absl::Status s = SetupTestDevices(); !s.ok()) return s;
   return Annotate(pci_->AssignResources(), "assigning PCI resources");
+}
+
+absl::Status Machine::SetupTestDevices() {
+  for (size_t i = 0; i < options_.devices.size(); ++i) {
+    const TestDeviceSpec& spec = options_.devices[i];
+    const uint8_t devfn = TestDeviceDevfn(static_cast<int>(i));
+    const std::string name = absl::StrFormat("%s@%02x.%x", TestDeviceKindName(spec.kind), devfn >> 3, devfn & 7);
+    std::unique_ptr<PciDevice> dev;
+    absl::Status init;
+    if (spec.kind == TestDeviceKind::kDmaTest) {
+      DmaTestDeviceOptions o;
+      if (spec.max_len) o.max_job_length = spec.max_len;
+      o.caps.pasid_width = spec.pasid_bits;
+      o.caps.pri_capacity = spec.pri_capacity;
+      auto d = std::make_unique<DmaTestDevice>(name, o);
+      init = d->init_status();
+      dev = std::move(d);
+    } else {
+      EpfTestDeviceOptions o;
+      if (spec.max_len) o.max_transfer = spec.max_len;
+      auto d = std::make_unique<EpfTestDevice>(name, o);
+      init = d->init_status();
+      dev = std::move(d);
+    }
+    if (!init.ok()) return Annotate(init, name);
+    // Attach: requester ID = devfn, the provider's DmaSpace (VT-d or bypass), device_msi_.
+    if (absl::Status s = pci_->AddDevice(devfn, *dev); !s.ok()) return Annotate(s, name);
+    test_devices_.push_back(std::move(dev));
+  }
+  return absl::OkStatus();
 }
 
 void Machine::UpdateGsiRoutes() {
@@ -240,6 +273,12 @@ absl::Status Machine::SetupPlatformTables() {
     v.register_size_log2_pages = 0;
     for (uint32_t pages = vtd_->mmio_size() / 4096; pages > 1; pages >>= 1) ++v.register_size_log2_pages;
     v.ioapic_path = PciPath::FromSourceId(kIoapicDefaultSourceId);  // = the IOAPIC model's source-id
+    // VT-d §8.8 SATC: the --device functions are RC-integrated endpoints (no root port for an
+    // ATSR to name) and have an ATC. ATC_REQUIRED = 0: software enables ATS in legacy and
+    // scalable mode alike (Linux 6.12 iommu.c dmar_ats_supported()).
+    for (size_t i = 0; i < options_.devices.size(); ++i) {
+      v.satc_endpoints.push_back(PciPath::FromSourceId(TestDeviceDevfn(static_cast<int>(i))));
+    }
     config.vtd = v;
   }
   auto blob = BuildAcpiTables(config);

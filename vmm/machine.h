@@ -29,6 +29,7 @@
 #include "vmm/boot_timing.h"
 #include "vmm/console.h"
 #include "vmm/cpuid_policy.h"
+#include "vmm/device_spec.h"
 #include "vmm/emulation_stats.h"
 #include "vmm/guest_memory.h"
 #include "vmm/kvm.h"
@@ -41,6 +42,10 @@ namespace ionest {
 
 inline constexpr int kMaxVcpus = 8;
 inline constexpr uint8_t kVirtioBlkDevfn = 1 << 3;  // 00:01.0
+// --device functions: 00:02.0, 00:03.0, ... in command-line order (whether or not --disk is given).
+inline constexpr uint8_t kFirstTestDeviceSlot = 2;
+inline constexpr int kMaxTestDevices = 16;
+inline constexpr uint8_t TestDeviceDevfn(int index) { return static_cast<uint8_t>((kFirstTestDeviceSlot + index) << 3); }
 
 struct MachineOptions {
   std::string kernel;
@@ -57,6 +62,7 @@ struct MachineOptions {
   SyscallWorkaroundMode syscall_workaround = SyscallWorkaroundMode::kAuto;
   bool clear_simd_crypto = false;
   std::string platform_tables = "acpi";  // acpi | mptable
+  std::vector<TestDeviceSpec> devices;    // --device, in order (devfn TestDeviceDevfn(i))
 };
 
 // Parameters that make the minimal guest boot fast on the emulating KVM (see
@@ -86,6 +92,7 @@ class Machine {
   absl::Status Init();
   absl::Status SetupVm();
   absl::Status SetupDevices();
+  absl::Status SetupTestDevices();  // --device functions at TestDeviceDevfn(i)
   absl::Status LoadGuest();
   absl::Status SetupPlatformTables();
   absl::Status SetupVcpus();
@@ -119,6 +126,9 @@ class Machine {
   std::unique_ptr<PciHost> pci_;
   std::unique_ptr<VirtioBlk> blk_;
   std::unique_ptr<VirtioPciDevice> blk_pci_;
+  // --device functions; declared after pci_/vtd_ so they are destroyed first (their destructors
+  // stop the worker threads and unregister from the DmaSpace).
+  std::vector<std::unique_ptr<PciDevice>> test_devices_;
   std::unique_ptr<Console> console_;
   std::unique_ptr<EmulationCompleter> decoder_;  // for the SYSCALL work-around's classification
   std::unique_ptr<SyscallWorkaround> syscall_;

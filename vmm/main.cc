@@ -22,6 +22,15 @@ int main(int argc, char** argv) {
     std::fputs(CliUsage().c_str(), stdout);
     return 0;
   }
+  if (cli->print_vtd_caps) {
+    auto line = VtdCapsLine(cli->machine);
+    if (!line.ok()) {
+      std::fprintf(stderr, "ionest: %s\n", std::string(line.status().message()).c_str());
+      return 1;
+    }
+    std::printf("%s\n", line->c_str());
+    return 0;
+  }
   // SIGINT/SIGTERM/SIGHUP stop the machine cleanly (terminal restored, report printed): they are
   // blocked in every thread and taken by a sigwait thread.
   sigset_t stop_signals;
