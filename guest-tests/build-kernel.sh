@@ -58,15 +58,45 @@ srckey="$(hash_inputs 0)"
 out="$cache/kernel/$key"
 mkdir -p "$cache/kernel" "$cache/src" "$cache/obj"
 
+src="$cache/src/$srckey"
+obj="$cache/obj/$srckey"
+
+# Out-of-tree modules (guest-tests/modules/build-modules.sh) build against $obj:
+# it needs modules_prepare's outputs and a Module.symvers (no in-tree modules,
+# so it is vmlinux.symvers). Only valid while $obj holds this key's .config.
+prepare_module_tree() {
+  if [[ ! -f "$src/.ionest-ready" || ! -f "$obj/vmlinux.symvers" ]]; then
+    log "module tree: $obj has no built kernel; external modules cannot be built"
+    return 0
+  fi
+  if ! cmp -s "$obj/.config" "$out/.config"; then
+    log "module tree: $obj is configured for another fragment; rerun after building this one"
+    return 0
+  fi
+  if [[ ! -x "$obj/scripts/mod/modpost" || ! -f "$obj/Module.symvers" ||
+        "$obj/vmlinux.symvers" -nt "$obj/Module.symvers" ]]; then
+    log "module tree: modules_prepare + Module.symvers in $obj"
+    make -C "$src" O="$obj" ARCH=x86_64 -s modules_prepare > "$obj/modules_prepare.log" 2>&1 ||
+      { tail -n 20 "$obj/modules_prepare.log"; die "modules_prepare failed (log: $obj/modules_prepare.log)"; }
+    cp "$obj/vmlinux.symvers" "$obj/Module.symvers.tmp" && mv "$obj/Module.symvers.tmp" "$obj/Module.symvers"
+  fi
+  printf 'KSRC=%s\nKOBJ=%s\nKEY=%s\n' "$src" "$obj" "$key" > "$out/tree.env.tmp"
+  mv "$out/tree.env.tmp" "$out/tree.env"
+  log "module tree: $out/tree.env (KSRC=$src KOBJ=$obj)"
+}
+
 publish() {
   ln -sfn "$key" "$cache/kernel/.current.tmp" && mv -T "$cache/kernel/.current.tmp" "$cache/kernel/current"
   ln -sfn "kernel/$key/headers" "$cache/.headers.tmp" && mv -T "$cache/.headers.tmp" "$cache/headers"
   log "kernel:  $cache/kernel/current/vmlinux ($cache/kernel/current/bzImage)"
   log "headers: $cache/headers/include"
+  prepare_module_tree
 }
 
 if [[ -f "$out/.complete" ]]; then
   log "cached build $key is up to date (no-op)"
+  exec 9>"$cache/src/$srckey.lock"
+  flock 9
   publish
   exit 0
 fi
@@ -75,8 +105,6 @@ fi
 exec 9>"$cache/src/$srckey.lock"
 flock 9
 
-src="$cache/src/$srckey"
-obj="$cache/obj/$srckey"
 if [[ ! -f "$src/.ionest-ready" ]]; then
   log "extracting $tarball ($src_version) -> $src"
   rm -rf "$src" "$obj"
