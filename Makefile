@@ -1,6 +1,7 @@
 # ionest top-level driver.
 #   make run    boot the default guest (interactive busybox shell on the console)
 #   make test   everything CI runs; last line: "N passed, N failed[, N skipped]"
+#   make bench-guest  guest boot time vtd vs none + the guest suites' "# bench:" numbers
 # Variables: IOMMU=auto|vtd|none  CPUS=2  MEMORY=256M  JOBS=$(nproc)  IONEST_CACHE=~/.cache/ionest
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -84,6 +85,11 @@ run: setup kernel initramfs build
 	set -x; \
 	exec "$$vmm" --kernel $(KERNEL) --initrd $(INITRD_DIR)/default.cpio \
 	  --cmdline "console=ttyS0 $(CMDLINE_EXTRA)" --memory $(MEMORY) --cpus $(CPUS) --console "$${iommu[@]}"
+
+# Boot time to /init with --iommu=vtd vs none (N=2 each, alternating) + the guest suites' "# bench:"
+# lines from $(BUILD)/guest-results (run `ctest --test-dir $(BUILD) -L guest` first for those).
+bench-guest: kernel initramfs build
+	scripts/bench-guest.sh -b $(BUILD)
 
 # Runs every label in $(BUILD) and the fuzzers in $(FUZZ_BUILD), then prints one
 # line summing CTest tests and guest KTAP cases (scripts/summarize-tests.py).

@@ -305,6 +305,7 @@ int RunGuestSuite(const RunnerOptions& o) {
       if (i == 0) {
         std::cout.write(buf, got).flush();
         log.write(buf, got);
+        log.flush();  // the log is what people tail while a slow guest boots
         out_lines.Add(bytes, on_console_line);
       } else {
         std::cerr.write(buf, got).flush();

@@ -1,0 +1,1 @@
+../basic/20-virtio-blk.sh

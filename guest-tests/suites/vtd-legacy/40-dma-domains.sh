@@ -1,0 +1,1 @@
+../vtd/40-dma-domains.sh
