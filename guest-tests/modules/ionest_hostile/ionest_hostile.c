@@ -8,9 +8,11 @@
  *   2 unmapped_iova     DMA to an IOVA that was never mapped         -> DMA fault (VT-d §7.1.3)
  *   3 after_unmap       DMA to a page after dma_unmap_page()          -> DMA fault
  *   4 stale_pasid       untranslated request with a PASID never set up -> SM PASID fault (§7.1.3)
- *   5 compat_msi        MSI-X entry in compatibility format with IR on and CFI blocked
+ *   5 pasid_after_teardown  a PASID attached to a paging domain works, then after
+ *                       iommu_detach_device_pasid() the same request faults (§6.5.2.x flushes)
+ *   6 compat_msi        MSI-X entry in compatibility format with IR on and CFI blocked
  *                       -> interrupt-remapping fault 0x25 (VT-d §5.1.4, Appendix A)
- *   6 foreign_irte      remappable MSI-X entry naming an IRTE whose SID belongs to another
+ *   7 foreign_irte      remappable MSI-X entry naming an IRTE whose SID belongs to another
  *                       requester -> interrupt-remapping fault 0x26 (§9.10 SVT/SQ/SID check)
  * DMA attempts check the device's STATUS (ERROR, code 4 = translation fault) and FAULT_INFO (VT-d
  * fault reason, recorded bit); each also logs "expect: dmar <kind> addr=0x.. reason=0x.." so the
@@ -188,6 +190,45 @@ static void expect_irq_blocked(struct hostile *h, const char *name, int entry, d
 		pr_info(DRV ": expect: dmar INTR-REMAP reason=0x%02x\n", reason);
 }
 
+/* A PASID that worked, torn down: the same request must fault afterwards. */
+static void pasid_after_teardown(struct hostile *h, struct page *page)
+{
+	const char *name = "pasid_after_teardown";
+	const unsigned long iova = 0x40000000;
+	struct device *dev = &h->pdev->dev;
+	struct iommu_domain *d = iommu_paging_domain_alloc(dev);
+	ioasid_t pasid = IOMMU_PASID_INVALID;
+	int ret = 0;
+	u64 st;
+
+	if (IS_ERR(d)) {
+		report(h, false, name, "iommu_paging_domain_alloc: %ld", PTR_ERR(d));
+		return;
+	}
+	pasid = iommu_alloc_global_pasid(dev);
+	if (pasid == IOMMU_PASID_INVALID) {
+		report(h, false, name, "no global PASID");
+		goto free_domain;
+	}
+	ret = iommu_map(d, iova, page_to_phys(page), PAGE_SIZE, IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
+	if (!ret)
+		ret = iommu_attach_device_pasid(d, dev, pasid, NULL);
+	if (ret) {
+		report(h, false, name, "map/attach PASID 0x%x: %d", pasid, ret);
+		goto free_pasid;
+	}
+	st = run_job(h, iova, 64, PASID_VALID | pasid, 0);
+	iommu_detach_device_pasid(d, dev, pasid);
+	if (!(st & ST_DONE) || (st & ST_ERROR))
+		report(h, false, name, "DMA through live PASID 0x%x failed: status=0x%llx", pasid, st);
+	else
+		expect_dma_fault(h, name, iova, PASID_VALID | pasid);
+free_pasid:
+	iommu_free_global_pasid(pasid);
+free_domain:
+	iommu_domain_free(d);
+}
+
 /* Finds a present IRTE whose source-id is not `rid`; -1 if none. */
 static long foreign_irte(u16 rid, u32 *sid_out)
 {
@@ -234,7 +275,7 @@ static void hostile_run(struct hostile *h)
 	long irte;
 
 	pr_info(DRV ": KTAP version 1\n");
-	pr_info(DRV ": 1..6\n");
+	pr_info(DRV ": 1..7\n");
 	if (pages)
 		iova = dma_map_page(dev, pages, 0, 2 * PAGE_SIZE, DMA_BIDIRECTIONAL);
 	if (dma_mapping_error(dev, iova)) {
@@ -249,6 +290,7 @@ static void hostile_run(struct hostile *h)
 		report(h, true, "unmapped_iova", "SKIP identity domain: no IOVA space to escape");
 		report(h, true, "after_unmap", "SKIP identity domain");
 		report(h, true, "stale_pasid", "SKIP identity domain");
+		report(h, true, "pasid_after_teardown", "SKIP identity domain");
 	} else {
 		/* Far above every dma-iommu allocation (top-down below the 48-bit mask, 32-bit first). */
 		expect_dma_fault(h, "unmapped_iova", 0x7e5a5a000000ull, 0);
@@ -261,10 +303,13 @@ static void hostile_run(struct hostile *h)
 			pci_read_config_word(pdev, pasid_cap + PCI_PASID_CTRL, &pasid_ctrl);
 		if (pasid_cap && !(pasid_ctrl & PCI_PASID_CTRL_ENABLE) && pci_enable_pasid(pdev, 0) == 0)
 			pasid_ctrl |= PCI_PASID_CTRL_ENABLE;
-		if (pasid_ctrl & PCI_PASID_CTRL_ENABLE)
+		if (pasid_ctrl & PCI_PASID_CTRL_ENABLE) {
 			expect_dma_fault(h, "stale_pasid", iova, PASID_VALID | 0x5a5a);
-		else
+			pasid_after_teardown(h, pages);
+		} else {
 			report(h, true, "stale_pasid", "SKIP PASID not enabled (no scalable mode?)");
+			report(h, true, "pasid_after_teardown", "SKIP PASID not enabled");
+		}
 	}
 	if (dma_mapping_error(dev, iova)) {
 		report(h, false, "compat_msi", "no DMA buffer");

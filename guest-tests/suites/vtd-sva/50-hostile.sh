@@ -1,7 +1,7 @@
 # Hostile guest (busybox ash, sourced by /init): ionest_hostile.ko drives the last ionest-dmatest
 # function (1de5:1110) to DMA outside its mappings, after dma_unmap, with a PASID never set up, and
 # to send spoofed interrupts (compatibility-format MSI with IR on; remappable MSI naming another
-# requester's IRTE). Checks the module's per-attempt verdicts (device STATUS/FAULT_INFO), the DMAR
+# requester's IRTE), and through a PASID after iommu_detach_device_pasid(). Checks the module's per-attempt verdicts (device STATUS/FAULT_INFO), the DMAR
 # driver's architected fault lines (VT-d §7.1.3 DMA faults; Appendix A reasons 0x25/0x26 for
 # interrupt remapping), and that the VMM still serves the device afterwards.
 # Needs /lib/ionest/ionest_hostile.ko (guest-tests/modules/build-modules.sh) and --iommu=vtd with
@@ -18,8 +18,9 @@ done
 dev=/sys/bus/pci/devices/$bdf
 short=${bdf#*:} # "00:03.0", as the DMAR driver prints the requester
 
-names="mapped_dma unmapped_iova after_unmap stale_pasid compat_msi foreign_irte"
-ktap_sub_plan 13
+faults="unmapped_iova after_unmap stale_pasid pasid_after_teardown compat_msi foreign_irte"
+names="mapped_dma $faults"
+ktap_sub_plan 15
 [ -e "$dev/driver" ] && echo "$bdf" >"$dev/driver/unbind"
 echo ionest_hostile >"$dev/driver_override"
 if insmod "$ko" "bdf=$bdf" && echo "$bdf" >/sys/bus/pci/drivers_probe && [ -e /sys/bus/pci/drivers/ionest_hostile/"$bdf" ]; then
@@ -60,7 +61,7 @@ done
 
 # The DMAR driver's fault line for each blocked attempt (drivers/iommu/intel/dmar.c
 # dmar_fault_do_one), with the same address and fault reason the device reported.
-for n in unmapped_iova after_unmap stale_pasid compat_msi foreign_irte; do
+for n in $faults; do
 	eval "v=\$v_$n; e=\$e_$n"
 	if [ "$v" = skip ]; then ktap_sub_skip "dmar_$n" "attempt skipped"; continue; fi
 	found=
