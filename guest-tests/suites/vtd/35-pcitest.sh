@@ -51,12 +51,17 @@ awk -F':' '/^##/ { next } /:/ {
 	label = tolower($1); res = $0; sub(/^[^:]*:[ \t]*/, "", res)
 	gsub(/[()]/, "", label); sub(/ bytes/, "", label); gsub(/ +/, "_", label)
 	print label, res }' /tmp/pcitest.out >/tmp/pcitest.res
+# One pass over the results (each `read` is a syscall per byte here): r_<label>=RESULT.
+while read -r l r; do
+	l=${l//-/_}
+	case "$l" in "" | *[!a-z0-9_]*) continue ;; esac # e.g. "can't open ...: errno text"
+	eval "r_$l=\$r"
+done </tmp/pcitest.res
 for run in "$@"; do
 	for name in ${run#*|}; do
-		res=""
-		while read -r l r; do [ "$l" = "$name" ] && res=$r; done </tmp/pcitest.res
+		eval "res=\${r_${name//-/_}:-}"
 		case "$res" in
-		OKAY | MSI | MSI-X) ktap_sub_ok "$name" ;;
+		OKAY) ktap_sub_ok "$name" ;;
 		"") ktap_sub_fail "$name" "no result line from 'pcitest ${run%%|*}' (output in /tmp/pcitest.out)" ;;
 		*) ktap_sub_fail "$name" "pcitest ${run%%|*}: $res" ;;
 		esac
