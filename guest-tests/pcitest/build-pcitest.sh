@@ -31,14 +31,17 @@ mkdir -p "$out"
 build() {
   local name="$1" src="$2"
   shift 2
-  local dst="$out/$name" self="${BASH_SOURCE[0]}"
-  if [[ -x "$dst" && "$dst" -nt "$src" && "$dst" -nt "$self" ]]; then
+  local dst="$out/$name" self="${BASH_SOURCE[0]}" stamp="$out/.$name.src"
+  # Up to date: newer than its source and this script, and built from the same tree + headers.
+  if [[ -x "$dst" && "$dst" -nt "$src" && "$dst" -nt "$self" && "$dst" -nt "$hdrs/linux/pcitest.h" &&
+        "$(cat "$stamp" 2>/dev/null)" == "$src" ]]; then
     echo "build-pcitest: $dst up to date"
     return
   fi
   gcc -static -O2 -Wall -o "$dst.tmp" "$src" -I"$hdrs" "$@" ||
     die "compiling $src failed (see above)"
   mv -f "$dst.tmp" "$dst"
+  echo "$src" >"$stamp"
   echo "build-pcitest: built $dst"
 }
 
