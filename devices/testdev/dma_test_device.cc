@@ -303,7 +303,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Execute(const Job& job, uint64_t* result) {
     JobEnd e;
     switch (job.op) {
       case kOpRead:
-        e = Transfer(job, job.src + pos, a.data(), n, kDmaRead, &page_requests);
+        e = Transfer(job, job.src + pos, a.data(), n, kDmaRead, job.src + job.len, &page_requests);
         if (e.error) return e;
         for (uint64_t i = 0; i < n; ++i) fnv = (fnv ^ a[i]) * kFnvPrime;
         *result = fnv;
@@ -317,19 +317,19 @@ DmaTestDevice::JobEnd DmaTestDevice::Execute(const Job& job, uint64_t* result) {
         for (uint64_t i = 0; i < n; ++i)
           a[i] = job.op == kOpWrite ? sram[(pos + i) % kSramSize]
                                     : static_cast<uint8_t>(job.pattern >> (8 * ((pos + i) % 8)));
-        e = Transfer(job, job.dst + pos, a.data(), n, kDmaWrite, &page_requests);
+        e = Transfer(job, job.dst + pos, a.data(), n, kDmaWrite, job.dst + job.len, &page_requests);
         if (e.error) return e;
         break;
       case kOpCopy:
-        e = Transfer(job, job.src + pos, a.data(), n, kDmaRead, &page_requests);
+        e = Transfer(job, job.src + pos, a.data(), n, kDmaRead, job.src + job.len, &page_requests);
         if (e.error) return e;
-        e = Transfer(job, job.dst + pos, a.data(), n, kDmaWrite, &page_requests);
+        e = Transfer(job, job.dst + pos, a.data(), n, kDmaWrite, job.dst + job.len, &page_requests);
         if (e.error) return e;
         break;
       case kOpCompare:
-        e = Transfer(job, job.src + pos, a.data(), n, kDmaRead, &page_requests);
+        e = Transfer(job, job.src + pos, a.data(), n, kDmaRead, job.src + job.len, &page_requests);
         if (e.error) return e;
-        e = Transfer(job, job.dst + pos, b.data(), n, kDmaRead, &page_requests);
+        e = Transfer(job, job.dst + pos, b.data(), n, kDmaRead, job.dst + job.len, &page_requests);
         if (e.error) return e;
         for (uint64_t i = 0; i < n; ++i) {
           if (a[i] != b[i]) {
@@ -349,7 +349,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Execute(const Job& job, uint64_t* result) {
 }
 
 DmaTestDevice::JobEnd DmaTestDevice::Transfer(const Job& job, uint64_t addr, uint8_t* buf, size_t len,
-                                              uint32_t access, uint32_t* page_requests) {
+                                              uint32_t access, uint64_t range_end, uint32_t* page_requests) {
   const bool via_ats = job.ctrl & kCtrlUseAts;
   uint32_t requests_for_page = 0;
   for (;;) {
@@ -367,13 +367,34 @@ DmaTestDevice::JobEnd DmaTestDevice::Transfer(const Job& job, uint64_t addr, uin
     if (!PriUsable()) return {kErrPriUnavailable, fault.iova, info};
     if (requests_for_page >= options_.max_retries_per_page || *page_requests >= options_.max_page_requests_per_job)
       return {kErrRetryExhausted, fault.iova, info};
+    // A Success response that did not make the page usable (e.g. the IOMMU's automatic response
+    // while its page request queue overflowed, VT-d 4.1 §7.5.1) is retried after a backoff with a
+    // smaller group, so several devices sharing a full queue converge.
+    if (requests_for_page > 0 &&
+        !SleepAbortable(std::min(absl::Milliseconds(1) * (1 << std::min(requests_for_page - 1, 20u)),
+                                 options_.max_retry_backoff)))
+      return {kErrAborted, fault.iova, info};
+    // PCIe 6.0 §10.5.2.5: no more outstanding requests than the Outstanding Page Request Allocation.
+    uint64_t budget = std::min<uint64_t>(config().Get32(caps_.pri + pri::kAllocation), options_.max_group_requests);
+    budget = std::min<uint64_t>(budget, options_.max_page_requests_per_job - *page_requests);
+    budget = std::max<uint64_t>(budget >> requests_for_page, 1);
     ++requests_for_page;
-    ++*page_requests;
     std::optional<PageResponseCode> code;
-    const uint8_t e = RequestPage(job, fault.iova & ~(kPage - 1), fault.access ? fault.access : access, &code);
+    uint32_t sent = 0;
+    const uint8_t e = RequestPages(job, fault.iova & ~(kPage - 1), range_end, fault.access ? fault.access : access,
+                                   static_cast<uint32_t>(budget), &code, &sent);
+    *page_requests += sent;
     if (code) info |= uint64_t{static_cast<uint8_t>(*code) & 0xfu} << kFaultResponseShift;
     if (e != kErrNone) return {e, fault.iova, info};
   }
+}
+
+bool DmaTestDevice::SleepAbortable(absl::Duration d) {
+  const absl::Time deadline = absl::Now() + d;
+  absl::MutexLock l(&mu_);
+  while (!abort_ && !shutdown_)
+    if (cv_.WaitWithDeadline(&mu_, deadline)) break;
+  return !abort_ && !shutdown_;
 }
 
 bool DmaTestDevice::TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access,
@@ -469,30 +490,50 @@ bool DmaTestDevice::TryTranslated(const Job& job, uint64_t addr, uint8_t* buf, s
 
 // ---- PRI ------------------------------------------------------------------------------------
 
-uint8_t DmaTestDevice::RequestPage(const Job& job, uint64_t addr, uint32_t access,
-                                   std::optional<PageResponseCode>* code) {
+uint8_t DmaTestDevice::RequestPages(const Job& job, uint64_t addr, uint64_t range_end, uint32_t access,
+                                    uint32_t max_requests, std::optional<PageResponseCode>* code, uint32_t* sent) {
   PageRequest request;
   request.rid = requester_id();
   request.pasid = job.pasid;
-  request.addr = addr;
   request.access = access & (kDmaRead | kDmaWrite | kDmaExec | kDmaPriv);
-  request.last = true;
+  // The group: the faulting page, then pages ATS reports missing (Translation Completion with
+  // R=W=0, PCIe 6.0 §10.2.3), scanning at most 2 x max_requests pages.
+  std::vector<uint64_t> pages{addr};
+  if (max_requests > 1 && AtsEnabled()) {
+    const uint32_t needed = request.access & (kDmaRead | kDmaWrite | kDmaExec);
+    uint64_t scanned = 0;
+    for (uint64_t p = addr + kPage; p > addr && p < range_end && pages.size() < max_requests &&
+                                    scanned < 2ull * max_requests;
+         p += kPage, ++scanned) {
+      AtsTranslation t = dma().AtsTranslate(p, request.access, DmaAttrs{job.pasid});
+      AddStat(kRegAtsRequests);
+      if (!t.success || (t.perms & needed) != needed) pages.push_back(p);
+    }
+  }
   {
     absl::MutexLock l(&mu_);
     request.group_index = next_group_;
     next_group_ = (next_group_ + 1) & 0x1ff;  // 9-bit PRG index (§10.4.1)
     pending_ = PendingPageRequest{request.group_index, job.pasid, std::nullopt, false};
-    regs_[kRegPageRequests / 8] += 1;
     UpdatePriStopped();
   }
-  const absl::Status sent = dma().SendPageRequest(request);
+  absl::Status status;
+  // PCIe 6.0 §10.4.1: requests of one group share the PRG index; the last carries LPIG.
+  for (size_t i = 0; i < pages.size() && status.ok(); ++i) {
+    request.addr = pages[i];
+    request.last = i + 1 == pages.size();
+    status = dma().SendPageRequest(request);
+    if (status.ok()) ++*sent;
+  }
+  AddStat(kRegPageRequests, *sent);
   absl::MutexLock l(&mu_);
-  if (!sent.ok()) {
+  if (!status.ok()) {
     pending_.reset();
     UpdatePriStopped();
     return kErrPriUnavailable;
   }
-  const absl::Time deadline = absl::Now() + options_.page_response_timeout;
+  const absl::Time deadline =
+      absl::Now() + options_.page_response_timeout + options_.page_response_time_per_request * pages.size();
   while (!pending_->code && !pending_->cancelled && !abort_ && !shutdown_)
     if (cv_.WaitWithDeadline(&mu_, deadline)) break;
   *code = pending_->code;

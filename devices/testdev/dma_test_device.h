@@ -31,9 +31,17 @@ struct DmaTestDeviceOptions {
   dmatest::CapOptions caps;
   uint64_t max_job_length = 16ull << 20;
   size_t atc_entries = 64;
+  // A page request group of N requests is answered within page_response_timeout + N x
+  // page_response_time_per_request (software resolves the pages one by one).
   absl::Duration page_response_timeout = absl::Seconds(5);
-  uint32_t max_page_requests_per_job = 64;
-  uint32_t max_retries_per_page = 4;  // page requests for the same page before giving up
+  absl::Duration page_response_time_per_request = absl::Milliseconds(50);
+  uint32_t max_page_requests_per_job = 1u << 16;
+  // Page request groups sent for one faulting page before giving up; each retry halves the group
+  // size and waits 1, 2, 4, ... ms (capped at max_retry_backoff) first.
+  uint32_t max_retries_per_page = 8;
+  absl::Duration max_retry_backoff = absl::Seconds(1);
+  // Largest page request group (further capped by the PRI Outstanding Page Request Allocation).
+  uint32_t max_group_requests = 2048;
   bool synchronous = false;           // run jobs on the doorbell thread
 };
 
@@ -99,16 +107,21 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   JobEnd Execute(const Job& job, uint64_t* result) ABSL_LOCKS_EXCLUDED(mu_);
   // Moves [addr, addr+len) (within one 4 KiB page) between buf and memory, resolving faults with
   // PRI as allowed. `access` is kDmaRead or kDmaWrite.
-  JobEnd Transfer(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access,
+  // `range_end` ends the job's range for this access: page requests may cover missing pages up to it.
+  JobEnd Transfer(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access, uint64_t range_end,
                   uint32_t* page_requests) ABSL_LOCKS_EXCLUDED(mu_);
   // One attempt; on a fault fills *fault (and *via_ats) and returns false.
   bool TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access, DmaFault* fault,
                        uint8_t* error);
   bool TryTranslated(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access, DmaFault* fault,
                      uint8_t* error);
-  // Sends a page request and waits for its response. Returns kErrNone on Success.
-  uint8_t RequestPage(const Job& job, uint64_t addr, uint32_t access, std::optional<PageResponseCode>* code)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // Sends one page request group — `addr`'s page, then (with ATS enabled) further pages up to
+  // `range_end` that ATS reports missing, at most `max_requests` — and waits for its response.
+  // Returns kErrNone on Success; *sent = requests sent.
+  uint8_t RequestPages(const Job& job, uint64_t addr, uint64_t range_end, uint32_t access, uint32_t max_requests,
+                       std::optional<PageResponseCode>* code, uint32_t* sent) ABSL_LOCKS_EXCLUDED(mu_);
+  // Sleeps up to `d`; false when an abort or shutdown cut it short.
+  bool SleepAbortable(absl::Duration d) ABSL_LOCKS_EXCLUDED(mu_);
   bool PriUsable() const;
   bool AtsEnabled() const;
   uint16_t PasidControl() const;

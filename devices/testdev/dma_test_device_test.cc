@@ -54,6 +54,12 @@ class FakeDmaSpace final : public DmaSpace {
     absl::MutexLock l(&mu_);
     policy_ = p;
   }
+  // The next `n` groups are answered Success without mapping (like the IOMMU's automatic
+  // response while its page request queue is full, VT-d 4.1 §7.5.1).
+  void set_unmapped_successes(int n) {
+    absl::MutexLock l(&mu_);
+    unmapped_successes_ = n;
+  }
   void set_bad_completion(bool b) {
     absl::MutexLock l(&mu_);
     bad_completion_ = b;
@@ -96,8 +102,13 @@ class FakeDmaSpace final : public DmaSpace {
       absl::MutexLock l(&mu_);
       requests_.push_back(r);
       p = policy_;
+      if (p == Policy::kMapAndSucceed && unmapped_successes_ > 0) {
+        p = Policy::kSucceedWithoutMapping;
+        if (r.last) --unmapped_successes_;
+      }
       if (p == Policy::kMapAndSucceed) pages_[r.addr >> 12] = {r.addr + 0x100000, kDmaRead | kDmaWrite};
     }
+    if (!r.last) return absl::OkStatus();  // PCIe 6.0 §10.4.1: one response per group, after its last request
     if (p == Policy::kRefuse) return absl::FailedPreconditionError("no PRQ");
     if (p == Policy::kNoResponse) return absl::OkStatus();
     PageResponse resp{r.rid, r.pasid, static_cast<uint16_t>(p == Policy::kWrongGroup ? r.group_index ^ 1 : r.group_index),
@@ -118,6 +129,7 @@ class FakeDmaSpace final : public DmaSpace {
   std::map<uint64_t, Page> pages_;
   Policy policy_ = Policy::kMapAndSucceed;
   bool bad_completion_ = false;
+  int unmapped_successes_ = 0;
   std::vector<PageRequest> requests_;
   int ats_requests_ = 0;
 };
@@ -444,6 +456,54 @@ TEST_F(DmaTestDeviceTest, AtsWithoutTranslationUsesPri) {
   EXPECT_EQ(Bytes(0x104000, 16), std::vector<uint8_t>(16, 0x66));
   EXPECT_EQ(fake_->requests().size(), 1u) << "one page request makes the page RW for both accesses";
   EXPECT_TRUE(d->ReadReg(kRegFaultInfo) == 0);
+}
+
+TEST_F(DmaTestDeviceTest, PageRequestGroupCoversMissingPagesUpToAllocation) {
+  auto d = MakeDevice(*fake_);
+  SetConfig16(*d, d->cap_offsets().ats + ats::kControl, ats::kControlEnable);
+  EnablePri(*d, 8);
+  fake_->Map(0x22000, 0x122000, kDmaRead | kDmaWrite);  // present: not requested
+  const uint64_t st = Run(*d, kOpFill, 0, 0x20000, 12 * 0x1000 + 8);
+  ASSERT_EQ(st & (kStatusDone | kStatusError), kStatusDone) << int{ErrorOf(st)};
+  auto reqs = fake_->requests();
+  // PCIe 6.0 §10.5.2.5: at most the allocation (8) outstanding; one group per wait (§10.4.1).
+  ASSERT_EQ(reqs.size(), 12u);
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(reqs[i].group_index, reqs[0].group_index);
+    EXPECT_EQ(reqs[i].last, i == 7);
+    EXPECT_EQ(reqs[i].access, kDmaWrite);
+  }
+  EXPECT_EQ(reqs[0].addr, 0x20000u);
+  EXPECT_EQ(reqs[1].addr, 0x21000u);
+  EXPECT_EQ(reqs[2].addr, 0x23000u) << "skips the present page";
+  EXPECT_EQ(reqs[7].addr, 0x28000u);
+  EXPECT_EQ(reqs[8].addr, 0x29000u);
+  EXPECT_NE(reqs[8].group_index, reqs[0].group_index);
+  EXPECT_TRUE(reqs[11].last);
+  EXPECT_EQ(reqs[11].addr, 0x2c000u);
+  EXPECT_EQ(d->ReadReg(kRegPageRequests), 12u);
+  EXPECT_EQ(Bytes(0x12c000, 8), std::vector<uint8_t>(8, 0));
+}
+
+TEST_F(DmaTestDeviceTest, UnresolvedSuccessRetriesWithHalvedGroupsAfterBackoff) {
+  auto d = MakeDevice(*fake_);
+  SetConfig16(*d, d->cap_offsets().ats + ats::kControl, ats::kControlEnable);
+  EnablePri(*d, 16);
+  fake_->set_unmapped_successes(2);  // two groups "lost" (answered Success, nothing mapped)
+  const absl::Time start = absl::Now();
+  const uint64_t st = Run(*d, kOpFill, 0, 0x40000, 16 * 0x1000, 0);
+  ASSERT_EQ(st & (kStatusDone | kStatusError), kStatusDone) << int{ErrorOf(st)};
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(3)) << "backoff 1 ms + 2 ms before the retries";
+  auto reqs = fake_->requests();
+  // Groups: 16 (lost), 8 (lost), 4, then the rest page by page is not needed: after the third
+  // group the remaining 12 pages go out as one group again (fresh page, fresh budget).
+  ASSERT_GE(reqs.size(), 16u + 8u + 4u);
+  EXPECT_TRUE(reqs[15].last);
+  EXPECT_TRUE(reqs[23].last);
+  EXPECT_TRUE(reqs[27].last);
+  EXPECT_EQ(reqs[16].addr, 0x40000u);
+  EXPECT_EQ(reqs[24].addr, 0x40000u);
+  for (uint64_t p = 0; p < 16; ++p) EXPECT_EQ(Bytes(0x140000 + p * 0x1000, 8), std::vector<uint8_t>(8, 0));
 }
 
 TEST_F(DmaTestDeviceTest, MalformedAtsCompletionIsRejected) {

@@ -27,7 +27,7 @@ constexpr uint32_t kPrqData = 0x4b;
 
 class PrqTest : public ::testing::Test {
  protected:
-  void Boot(bool pre = true, uint32_t prq_order = 4) {
+  void Boot(bool pre = true, uint32_t prq_order = 4, uint32_t pri_requests = 32) {
     MachineOptions o;
     o.device.page_response_timeout = absl::Seconds(10);
     auto m = TestMachine::Create(o);
@@ -52,7 +52,7 @@ class PrqTest : public ::testing::Test {
     m_->EnableBusMaster();
     m_->EnablePasid();
     m_->EnableAts();
-    m_->EnablePri();
+    m_->EnablePri(pri_requests);
     for (uint64_t i = 0; i < kLen; ++i) src_.push_back(static_cast<uint8_t>(i * 31 + 7));
     ASSERT_TRUE(m_->memory().Write(GpaOf(kSrcIova), src_.data(), kLen).ok());
     m_->cpu().Take();
@@ -92,13 +92,19 @@ TEST_F(PrqTest, PageRequestRoundTripWithRetry) {
   ASSERT_TRUE(r.done()) << int(r.error) << " fault " << std::hex << r.fault_addr;
   EXPECT_EQ(m_->Bytes(DstGpa(kDstIova), kLen), src_);
   ASSERT_EQ(all_seen_.size(), 6u);  // 3 source + 3 destination pages
+  // The device asks for the missing pages of a range in one group (PCIe 6.0 §10.4.1): LPIG on the last.
+  size_t groups = 0;
   for (const PageRequestSeen& s : all_seen_) {
     EXPECT_EQ(s.rid, m_->rid());
     EXPECT_EQ(s.pasid, kPasid);
-    EXPECT_TRUE(s.last);
+    groups += s.last;
     EXPECT_EQ(s.write, s.addr >= kDstIova);
     EXPECT_EQ(s.read, s.addr < kDstIova);
   }
+  EXPECT_EQ(groups, 2u);
+  EXPECT_FALSE(all_seen_[0].last);
+  EXPECT_EQ(all_seen_[1].group, all_seen_[0].group);
+  EXPECT_TRUE(all_seen_[2].last);
   EXPECT_EQ(m_->DevRead(kRegPageRequests), 6u);
   size_t prq_msis = 0;
   for (const MsiMessage& msi : m_->cpu().Take()) prq_msis += msi.data == kPrqData;
@@ -171,6 +177,31 @@ TEST_F(PrqTest, OverflowAutoRespondsAndRecoversAfterDrain) {
   m_->StartJob(kOpRead, kSrcIova, 0, 16, kCtrlUseAts, kPasid);
   r = ServeUntilDone([&](const PageRequestSeen& s) { return MapOnDemand(s); });
   EXPECT_TRUE(r.done()) << int(r.error);
+}
+
+// A device granted more outstanding page requests than the queue holds sends one group larger than
+// the queue: VT-d 4.1 §7.5.1 — PRO set, the dropped last-in-group request answered Success by
+// hardware; the device backs off and retries with smaller groups once software has drained the
+// queue and cleared PRO (prq.c), and the job completes with every page written.
+TEST_F(PrqTest, GroupLargerThanQueueOverflowsAndJobStillCompletes) {
+  Boot(true, /*prq_order=*/0, /*pri_requests=*/256);  // 127 usable descriptors
+  constexpr uint64_t kPages = 160;
+  const std::vector<uint8_t> ones(kPages * 0x1000, 0xff);
+  ASSERT_TRUE(m_->memory().Write(DstGpa(kDstIova), ones.data(), ones.size()).ok());
+  m_->StartJob(kOpFill, 0, kDstIova, kPages * 0x1000, kCtrlUseAts, kPasid);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!(m_->driver().Read32(kPrsReg) & kPrsPro) && absl::Now() < deadline) absl::SleepFor(absl::Microseconds(100));
+  ASSERT_TRUE(m_->driver().Read32(kPrsReg) & kPrsPro) << "a 160-request group must overflow a 128-entry queue";
+  TestMachine::JobResult r = ServeUntilDone([&](const PageRequestSeen& s) { return MapOnDemand(s); });
+  EXPECT_TRUE(r.done()) << int(r.error);
+  EXPECT_GT(m_->iommu().stats().page_request_overflows, 0u);
+  EXPECT_FALSE(m_->driver().Read32(kPrsReg) & kPrsPro);
+  EXPECT_GE(m_->DevRead(kRegPageRequests), kPages);
+  for (uint64_t p = 0; p < kPages; p += 7) {
+    uint64_t v = 1;
+    ASSERT_TRUE(m_->memory().Read(DstGpa(kDstIova + p * 0x1000), &v, 8).ok());
+    EXPECT_EQ(v, 0u) << "page " << p;  // FILL with PATTERN 0
+  }
 }
 
 }  // namespace
