@@ -5,4 +5,5 @@ insmod /lib/ionest/ionest_dmatest.ko || { echo "# insmod ionest_dmatest.ko faile
 dmesg >/tmp/dmesg-sva.txt
 grep -E 'ionest_dmatest|ionest-dmatest|IOPF|SVA' /tmp/dmesg-sva.txt | while read -r l; do echo "# $l"; done
 [ -c /dev/ionest-dmatest0 ] && [ -c /dev/ionest-dmatest1 ] || { echo "# /dev/ionest-dmatest0/1 missing"; exit 1; }
-/bin/sva_test -n /dev/ionest-dmatest0
+# 256 faulting pages in one job; 2100 per device at once for the PRQ overflow (2 x 2048-request groups).
+/bin/sva_test -n /dev/ionest-dmatest0 256 2100
