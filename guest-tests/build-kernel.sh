@@ -70,7 +70,7 @@ prepare_module_tree() {
     return 0
   fi
   if ! cmp -s "$obj/.config" "$out/.config"; then
-    log "module tree: $obj is configured for another fragment; rerun after building this one"
+    log "module tree: $obj is configured for another fragment; to build modules: rm $out/.complete and rerun"
     return 0
   fi
   if [[ ! -x "$obj/scripts/mod/modpost" || ! -f "$obj/Module.symvers" ||

@@ -22,7 +22,7 @@ source "$tree_env"
   die "kernel tree in $tree_env is not prepared (KOBJ=$KOBJ): rerun guest-tests/build-kernel.sh"
 # The object dir is shared by all fragments of one source: it must hold the published kernel's config.
 cmp -s "$KOBJ/.config" "$cache/kernel/current/.config" ||
-  die "$KOBJ/.config differs from kernel/current/.config (another fragment was built since): rerun guest-tests/build-kernel.sh"
+  die "$KOBJ/.config differs from kernel/current/.config (another fragment was built in that object tree since): rm $cache/kernel/current/.complete and rerun guest-tests/build-kernel.sh (incremental rebuild)"
 
 mkdir -p "$out/.build"
 shopt -s nullglob
