@@ -12,14 +12,14 @@ ksft_run() {
 	[ -x "$1" ] || { echo "# $1 missing (guest-tests/kselftests/build-kselftests.sh)"; return 1; }
 	read -r _t0 _ </proc/uptime
 	# The binary's exit status survives the pipe through a file (ash has no pipefail).
-	{ "$@" 2>&1; echo "$?" >/tmp/.ksft-rc; } | awk -v label="$_label" -v t0="$_t0" '
+	{ "$@" 2>&1; echo "$?" >/tmp/.ksft-rc; } | awk -v label="$_label" -v t0="$_t0" -v slow="${KSFT_SLOW:-20}" '
 		function uptime(  u) { getline u <"/proc/uptime"; close("/proc/uptime"); split(u, a, " "); return a[1] }
 		{ print "    " $0; fflush() }
 		/^ok [0-9]+ / { if ($0 ~ /# SKIP/) s++; else if ($0 ~ /# XFAIL/) xf++; else p++; res() }
 		/^not ok [0-9]+ / { f++; res() }
 		/^# Totals: / { totals = $0 }
 		function res(  now) {  # slow cases, for tuning the suite
-			now = uptime(); if (now - last > 20) printf "    # took %ds\n", now - last; last = now
+			now = uptime(); if (now - last >= slow) printf "    # took %ds\n", now - last; last = now
 		}
 		BEGIN { last = t0 }
 		END {
