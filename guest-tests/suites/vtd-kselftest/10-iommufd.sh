@@ -1,6 +1,6 @@
 # tools/testing/selftests/iommu/iommufd, the measured subset in guest-tests/kselftests/README.md
-# (fixture iommufd; iommufd_ioas variant mock_domain without its five slowest tests), as nested
-# KTAP (/lib/ionest/ksft-run.sh).
+# (every fixture, one variant each, without the four slowest tests), as nested KTAP
+# (/lib/ionest/ksft-run.sh).
 . /lib/ionest/ksft-run.sh
 # MAP_HUGETLB cases need 2M pages (CONFIG_HUGETLBFS): up to 64 at once.
 if [ -w /proc/sys/vm/nr_hugepages ]; then
@@ -10,5 +10,5 @@ if [ -w /proc/sys/vm/nr_hugepages ]; then
 else
 	echo "# no /proc/sys/vm/nr_hugepages (CONFIG_HUGETLBFS off): MAP_HUGETLB cases cannot pass"
 fi
-ksft_run iommufd /bin/iommufd -T access_rw -T access_rw_unaligned -T fork_gone -T fork_present -T copy_sweep \
-	-f iommufd -v mock_domain
+ksft_run iommufd /bin/iommufd -T access_rw -T access_rw_unaligned -T fork_gone -T fork_present \
+	-f iommufd -v mock_domain -v one_domain -v domain_dirty128k -v Ver1v2
