@@ -44,6 +44,6 @@ ksft_run() {
 		}'
 	_awk=$?
 	read -r _rc </tmp/.ksft-rc
-	[ "$_rc" -eq 0 ] || echo "# $_label: exit status $_rc"
+	[ "$_rc" -eq 0 ] || echo "# $_label: binary exit status $_rc"
 	[ "$_awk" -eq 0 ] && [ "$_rc" -eq 0 ]
 }
