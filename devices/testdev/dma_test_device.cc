@@ -371,7 +371,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Transfer(const Job& job, uint64_t addr, uin
     // while its page request queue overflowed, VT-d 4.1 §7.5.1) is retried after a backoff with a
     // smaller group, so several devices sharing a full queue converge.
     if (requests_for_page > 0 &&
-        !SleepAbortable(std::min(absl::Milliseconds(1) * (1 << std::min(requests_for_page - 1, 20u)),
+        !SleepAbortable(std::min(options_.min_retry_backoff * (1 << std::min(requests_for_page - 1, 20u)),
                                  options_.max_retry_backoff)))
       return {kErrAborted, fault.iova, info};
     // PCIe 6.0 §10.5.2.5: no more outstanding requests than the Outstanding Page Request Allocation.

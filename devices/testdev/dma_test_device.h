@@ -37,9 +37,11 @@ struct DmaTestDeviceOptions {
   absl::Duration page_response_time_per_request = absl::Milliseconds(50);
   uint32_t max_page_requests_per_job = 1u << 16;
   // Page request groups sent for one faulting page before giving up; each retry halves the group
-  // size and waits 1, 2, 4, ... ms (capped at max_retry_backoff) first.
-  uint32_t max_retries_per_page = 8;
-  absl::Duration max_retry_backoff = absl::Seconds(1);
+  // size and first waits min_retry_backoff, doubling up to max_retry_backoff (defaults: ~17 s in
+  // all, time for a slow guest to drain an overflowed page request queue and clear PRO).
+  uint32_t max_retries_per_page = 12;
+  absl::Duration min_retry_backoff = absl::Milliseconds(20);
+  absl::Duration max_retry_backoff = absl::Seconds(4);
   // Largest page request group (further capped by the PRI Outstanding Page Request Allocation).
   uint32_t max_group_requests = 2048;
   bool synchronous = false;           // run jobs on the doorbell thread

@@ -144,6 +144,8 @@ class DmaTestDeviceTest : public ::testing::Test {
     fake_ = std::make_unique<FakeDmaSpace>(*memory_);
   }
   std::unique_ptr<DmaTestDevice> MakeDevice(DmaSpace& space, DmaTestDeviceOptions options = {}) {
+    options.min_retry_backoff = absl::Milliseconds(1);
+    options.max_retry_backoff = absl::Milliseconds(8);
     auto dev = std::make_unique<DmaTestDevice>("dmatest", options);
     EXPECT_TRUE(dev->init_status().ok()) << dev->init_status();
     dev->Attach(PciAttachment{kRid, &msi_, &space, &mmio_, &pio_});

@@ -30,6 +30,8 @@ class PrqTest : public ::testing::Test {
   void Boot(bool pre = true, uint32_t prq_order = 4, uint32_t pri_requests = 32) {
     MachineOptions o;
     o.device.page_response_timeout = absl::Seconds(10);
+    o.device.min_retry_backoff = absl::Milliseconds(1);
+    o.device.max_retry_backoff = absl::Milliseconds(8);
     auto m = TestMachine::Create(o);
     ASSERT_TRUE(m.ok()) << m.status();
     m_ = *std::move(m);
