@@ -39,6 +39,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.synchronous = true;
   o.max_job_length = 64 << 10;
   o.page_response_timeout = absl::Milliseconds(1);
+  o.page_response_time_per_request = absl::ZeroDuration();
+  o.min_retry_backoff = absl::Microseconds(10);  // fuzz inputs must stay fast
+  o.max_retry_backoff = absl::Microseconds(100);
   o.atc_entries = 4;
   DmaTestDevice dev("fuzz", o);
   if (!dev.init_status().ok()) __builtin_trap();
