@@ -18,6 +18,8 @@ MEMORY ?= 256M
 # Appended to ionest's own defaults (console, fast-boot and CPUID-policy parameters).
 # RCU stall reports are false alarms at ~1M emulated instructions/s.
 CMDLINE_EXTRA ?= rcupdate.rcu_cpu_stall_suppress=1
+# Test devices of the default guest (its demo drives them: guest-tests/default/demo.sh).
+RUN_DEVICES ?= --device pci-epf-test --device dmatest
 
 KERNEL := $(IONEST_CACHE)/kernel/current/vmlinux
 INITRD_DIR := $(IONEST_CACHE)/initramfs
@@ -53,7 +55,7 @@ guest-payload: kernel
 # default.cpio (interactive shell) + one <suite>.cpio per guest-tests/suites/<suite>/ (with its payload.txt).
 initramfs: guest-payload
 	mkdir -p $(INITRD_DIR)
-	guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/default.cpio
+	guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/default.cpio -d guest-tests/default
 	for s in $(SUITES); do \
 	  guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/$$s.cpio -t guest-tests/suites/$$s; \
 	done
@@ -84,7 +86,7 @@ run: setup kernel initramfs build
 	esac; \
 	set -x; \
 	exec "$$vmm" --kernel $(KERNEL) --initrd $(INITRD_DIR)/default.cpio \
-	  --cmdline "console=ttyS0 $(CMDLINE_EXTRA)" --memory $(MEMORY) --cpus $(CPUS) --console "$${iommu[@]}"
+	  --cmdline "console=ttyS0 $(CMDLINE_EXTRA)" --memory $(MEMORY) --cpus $(CPUS) --console "$${iommu[@]}" $(RUN_DEVICES)
 
 # Boot time to /init with --iommu=vtd vs none (N=2 each, alternating) + the guest suites' "# bench:"
 # lines from $(BUILD)/guest-results (run `ctest --test-dir $(BUILD) -L guest` first for those).

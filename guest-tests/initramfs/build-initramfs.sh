@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds an uncompressed newc initramfs: static busybox + applet symlinks,
 # /init (guest-tests/initramfs/init), /etc/fstab and the test scripts.
-#   build-initramfs.sh -o OUT.cpio [-t TEST_DIR]...
-# Without -t the guest starts an interactive shell on the console.
+#   build-initramfs.sh -o OUT.cpio [-t TEST_DIR]... [-d DEMO_DIR]
+# Without -t the guest starts an interactive shell on the console; with -d it
+# first runs DEMO_DIR/demo.sh (installed as /etc/ionest-demo.sh).
 # TEST_DIR/payload.txt adds guest files, one `<guest-path> <host-path>` a line
 # (# comments); the host path is relative to the repo root or starts with
 # $IONEST_CACHE/; a host directory copies all its regular files (not
@@ -16,11 +17,13 @@ cache="${IONEST_CACHE:-$HOME/.cache/ionest}"
 busybox="${BUSYBOX:-/bin/busybox}"
 out=""
 test_dirs=()
-while getopts "o:t:" opt; do
+demo_dir=""
+while getopts "o:t:d:" opt; do
   case "$opt" in
     o) out="$OPTARG" ;;
     t) test_dirs+=("$OPTARG") ;;
-    *) echo "usage: $0 -o OUT.cpio [-t TEST_DIR]..." >&2; exit 2 ;;
+    d) demo_dir="$OPTARG" ;;
+    *) echo "usage: $0 -o OUT.cpio [-t TEST_DIR]... [-d DEMO_DIR]" >&2; exit 2 ;;
   esac
 done
 [[ -n "$out" ]] || { echo "usage: $0 -o OUT.cpio [-t TEST_DIR]..." >&2; exit 2; }
@@ -96,7 +99,10 @@ payload_entries() {
 list="$(mktemp)"
 payload="$(mktemp)"
 trap 'rm -f "$list" "$payload"' EXIT
-for d in "${test_dirs[@]+"${test_dirs[@]}"}"; do
+if [[ -n "$demo_dir" ]]; then
+  [[ -f "$demo_dir/demo.sh" ]] || { echo "build-initramfs: $demo_dir/demo.sh missing" >&2; exit 1; }
+fi
+for d in "${test_dirs[@]+"${test_dirs[@]}"}" ${demo_dir:+"$demo_dir"}; do
   if [[ -f "$d/payload.txt" ]]; then
     payload_entries "$d/payload.txt" >>"$payload" || exit 1
   fi
@@ -110,6 +116,7 @@ done
   echo "file /bin/busybox $busybox 0755"
   echo "file /init $here/init 0755"
   echo "file /etc/fstab $here/fstab 0644"
+  [[ -z "$demo_dir" ]] || echo "file /etc/ionest-demo.sh $demo_dir/demo.sh 0755"
   # Symlinks only for common applets: busybox's shell runs any applet without
   # one (standalone shell), and every cpio entry costs unpack time in the
   # emulated guest kernel.
