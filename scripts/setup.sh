@@ -15,6 +15,7 @@ packages=(
   acpica-tools                           # iasl/acpiexec cross-checks of the ACPI tables (firmware tests)
   # guest kernel (guest-tests/build-kernel.sh)
   linux-source-6.12 flex bison libelf-dev bc libssl-dev cpio kmod
+  patch libc6-dev                        # kernel + selftest patches; static guest programs (libc.a)
   # guest initramfs
   busybox-static
 )
