@@ -33,7 +33,7 @@ CMAKE_VARS := -DIONEST_GUEST_KERNEL=$(KERNEL) -DIONEST_GUEST_INITRD_DIR=$(INITRD
 PAYLOAD_SCRIPTS := guest-tests/modules/build-modules.sh guest-tests/programs/build-programs.sh \
   guest-tests/pcitest/build-pcitest.sh guest-tests/kselftests/build-kselftests.sh
 
-.PHONY: all setup kernel debian-kernel guest-payload initramfs configure build fuzz-build run test bench-guest
+.PHONY: all setup kernel debian-kernel guest-payload passthrough-payload initramfs configure build fuzz-build run test bench-guest
 all: build
 
 setup:
@@ -52,8 +52,12 @@ guest-payload: kernel
 	  elif [[ -e "$$s" ]]; then echo "guest-payload: $$s"; bash "$$s"; fi; \
 	done
 
+# The passthrough test bed runs ionest's own code inside the guest: it needs the CMake build.
+passthrough-payload: build
+	guest-tests/passthrough/bundle-testbed.sh $(BUILD)
+
 # default.cpio (interactive shell) + one <suite>.cpio per guest-tests/suites/<suite>/ (with its payload.txt).
-initramfs: guest-payload
+initramfs: guest-payload passthrough-payload
 	mkdir -p $(INITRD_DIR)
 	guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/default.cpio -d guest-tests/default
 	for s in $(SUITES); do \

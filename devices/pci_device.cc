@@ -77,19 +77,30 @@ absl::Status PciDevice::AddMsi(unsigned vectors) {
 }
 
 absl::Status PciDevice::AddMsix(unsigned vectors, unsigned bar, uint32_t table_offset, uint32_t pba_offset) {
+  return AddMsix(vectors, bar, table_offset, bar, pba_offset);
+}
+
+absl::Status PciDevice::AddMsix(unsigned vectors, unsigned table_bar, uint32_t table_offset, unsigned pba_bar,
+                                uint32_t pba_offset) {
   if (attached_ || msix_) return absl::FailedPreconditionError("MSI-X already added or device attached");
-  PciBar* b = this->bar(bar);
-  if (!b || b->is_io()) return absl::InvalidArgumentError(absl::StrFormat("%s: MSI-X BAR %u is not a memory BAR", name_, bar));
+  PciBar* tb = this->bar(table_bar);
+  PciBar* pb = this->bar(pba_bar);
+  if (!tb || tb->is_io())
+    return absl::InvalidArgumentError(absl::StrFormat("%s: MSI-X BAR %u is not a memory BAR", name_, table_bar));
+  if (!pb || pb->is_io())
+    return absl::InvalidArgumentError(absl::StrFormat("%s: MSI-X PBA BAR %u is not a memory BAR", name_, pba_bar));
   const uint64_t table_bytes = uint64_t{vectors} * PciMsix::kEntrySize, pba_bytes = (uint64_t{vectors} + 63) / 64 * 8;
-  if (table_offset > b->size() || table_bytes > b->size() - table_offset || pba_offset > b->size() ||
-      pba_bytes > b->size() - pba_offset)
-    return absl::OutOfRangeError(absl::StrFormat("%s: MSI-X table/PBA do not fit BAR%u", name_, bar));
+  if (table_offset > tb->size() || table_bytes > tb->size() - table_offset || pba_offset > pb->size() ||
+      pba_bytes > pb->size() - pba_offset)
+    return absl::OutOfRangeError(
+        absl::StrFormat("%s: MSI-X table/PBA do not fit BAR%u/BAR%u", name_, table_bar, pba_bar));
   absl::StatusOr<std::unique_ptr<PciMsix>> m =
-      PciMsix::Create(config_, vectors, static_cast<uint8_t>(bar), table_offset, static_cast<uint8_t>(bar), pba_offset);
+      PciMsix::Create(config_, vectors, static_cast<uint8_t>(table_bar), table_offset, static_cast<uint8_t>(pba_bar),
+                      pba_offset);
   if (!m.ok()) return m.status();
-  if (absl::Status s = b->AddRegion(table_offset, (*m)->table_size_bytes(), &(*m)->table(), "msix-table"); !s.ok())
+  if (absl::Status s = tb->AddRegion(table_offset, (*m)->table_size_bytes(), &(*m)->table(), "msix-table"); !s.ok())
     return s;
-  if (absl::Status s = b->AddRegion(pba_offset, (*m)->pba_size_bytes(), &(*m)->pba(), "msix-pba"); !s.ok()) return s;
+  if (absl::Status s = pb->AddRegion(pba_offset, (*m)->pba_size_bytes(), &(*m)->pba(), "msix-pba"); !s.ok()) return s;
   msix_ = *std::move(m);
   return absl::OkStatus();
 }
@@ -183,6 +194,29 @@ PciIrqResult PciDevice::SignalVector(unsigned vector) {
   if (msix_ && msix_->enabled()) return msix_->Signal(vector);
   if (msi_ && msi_->enabled()) return msi_->Signal(vector);
   return PciIrqResult::kDisabled;
+}
+
+void PciDevice::ResetFunction() {
+  // PCIe 6.0 §6.6.2: an FLR returns every register that is not sticky or HwInit to its reset
+  // value; the controls that let the function issue requests (Bus Master, MSI/MSI-X Enable) clear.
+  config_.Set16(kCommand, 0);
+  config_.UpdateBits(kStatus, 2, 0, kStatusRw1c);
+  config_.Set8(kCacheLineSize, 0);
+  config_.Set8(kInterruptLine, 0);
+  for (unsigned i = 0; i < kNumBars; ++i) {
+    const PciBar* b = bars_[i].get();
+    if (!b) continue;
+    // Reset value of a BAR: address 0, the read-only type bits as AddBar set them (§7.5.1.2.1).
+    const uint16_t reg = static_cast<uint16_t>(kBar0 + 4 * i);
+    const uint32_t type_bits = b->is_io() ? kBarIoSpace
+                                          : (b->kind() == PciBarKind::kMmio64 ? kBarMem64 : 0) |
+                                                (b->prefetchable() ? kBarPrefetchable : 0);
+    config_.Set32(reg, type_bits);
+    if (b->kind() == PciBarKind::kMmio64) config_.Set32(reg + 4, 0);
+  }
+  if (msi_) msi_->Reset();
+  if (msix_) msix_->Reset();
+  UpdateBarMappings();
 }
 
 }  // namespace ionest

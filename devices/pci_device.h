@@ -89,6 +89,10 @@ class PciDevice {
   absl::Status AddMsi(unsigned vectors);
   // Table and PBA go into memory BAR `bar` (already added) at the given offsets.
   absl::Status AddMsix(unsigned vectors, unsigned bar, uint32_t table_offset, uint32_t pba_offset);
+  // Same with the table and the PBA in different memory BARs (both already added; PCIe 6.0
+  // §7.7.2.4-7.7.2.5 allow any BIR for each).
+  absl::Status AddMsix(unsigned vectors, unsigned table_bar, uint32_t table_offset, unsigned pba_bar,
+                       uint32_t pba_offset);
 
   // Called once at the end of Attach, before any guest access: dma() is valid (e.g. to register
   // the function as the DmaSpace's DmaClient, which must happen before concurrent use).
@@ -97,6 +101,15 @@ class PciDevice {
   virtual void OnConfigWrite(uint64_t offset, size_t size) {}
   // Called from ConfigRead before the bytes are copied, so a subclass can refresh dynamic fields.
   virtual void OnConfigRead(uint64_t offset, size_t size) {}
+
+  // Function Level Reset of the type 0 header and the interrupt capabilities (PCIe 6.0 §6.6.2):
+  // Command 0, Status RW1C bits clear, Cache Line Size and Interrupt Line 0, BAR address bits 0
+  // (type bits kept), MSI disabled with message fields 0, MSI-X disabled and unmasked at the
+  // function level with every table entry masked and address/data 0, PBA clear; then the BAR
+  // mappings are re-evaluated so nothing stays decoded. The device model resets everything else
+  // (its own state, PCI Express/ATS/PASID/PRI capability registers) and must have stopped issuing
+  // requests first. Safe after Attach from the thread of a guest config write.
+  void ResetFunction() ABSL_LOCKS_EXCLUDED(map_mu_);
 
  private:
   struct BarMapping {

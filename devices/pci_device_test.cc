@@ -1,5 +1,6 @@
 #include "devices/pci_device.h"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <thread>
@@ -211,6 +212,81 @@ TEST_F(PciDeviceTest, MsixTableDeliveryMaskingAndPba) {
   EXPECT_EQ(MmioRead(kTable + 6 * 16 + 12, 4), 0u);
   // MSI-X takes precedence over MSI.
   EXPECT_TRUE(dev.msix()->enabled());
+}
+
+TEST_F(PciDeviceTest, ResetFunctionRestoresHeaderAndInterruptState) {
+  constexpr uint64_t kTable = 0x8000000000;
+  SetCfg(kBar0, 0xC0000000);
+  SetCfg(kBar0 + 4, 0xC000);
+  EnableMsix(kTable);
+  SetCfg(kCommand, kCommandIo | kCommandMemory | kCommandBusMaster | kCommandSerr, 2);
+  SetCfg(kCacheLineSize, 0x10, 1);
+  SetCfg(kInterruptLine, 0x0B, 1);
+  dev.config().UpdateBits(kStatus, 2, 0x8000 | 0x0100, 0);  // detected parity, master data parity
+  // MSI programmed (message fields, mask, a pending vector) and enabled.
+  const uint16_t msi = dev.msi()->offset();
+  SetCfg(msi + PciMsi::kAddressLo, 0xFEE01000);
+  SetCfg(msi + PciMsi::kAddressHi, 0x1);
+  SetCfg(msi + PciMsi::kData, 0x4020, 2);
+  SetCfg(msi + PciMsi::kMask, 0x1);
+  SetCfg(msi + PciMsi::kControl, PciMsi::kControlEnable | 2u << PciMsi::kControlMmeShift, 2);
+  dev.config().UpdateBits(msi + PciMsi::kPending, 4, 0x1, 0);
+  // MSI-X: entry 3 unmasked with a message; function mask set and vector 3 pending.
+  const uint16_t msix = dev.msix()->offset();
+  MmioWrite(kTable + 3 * 16 + 0, 0xFEE02000, 4);
+  MmioWrite(kTable + 3 * 16 + 8, 0x41, 4);
+  MmioWrite(kTable + 3 * 16 + 12, 0, 4);
+  SetCfg(msix + PciMsix::kControl, PciMsix::kControlEnable | PciMsix::kControlFunctionMask, 2);
+  EXPECT_EQ(dev.SignalVector(3), PciIrqResult::kPending);
+  ASSERT_TRUE(dev.BarMappedAt(0) && dev.BarMappedAt(1) && dev.BarMappedAt(2));
+  MmioWrite(0xC0000000, 0x5A, 1);  // device-specific state is not the framework's to reset
+
+  dev.FunctionLevelReset();
+
+  // PCIe 6.0 §6.6.2: header registers back to their reset values, nothing decodes.
+  EXPECT_EQ(Cfg(kCommand, 2), 0u);
+  EXPECT_EQ(Cfg(kStatus, 2), kStatusCapList);
+  EXPECT_EQ(Cfg(kCacheLineSize, 1), 0u);
+  EXPECT_EQ(Cfg(kInterruptLine, 1), 0u);
+  EXPECT_EQ(Cfg(kBar0), 0u);
+  EXPECT_EQ(Cfg(kBar0 + 4), kBarIoSpace);
+  EXPECT_EQ(Cfg(kBar0 + 8), kBarMem64 | kBarPrefetchable);
+  EXPECT_EQ(Cfg(kBar0 + 12), 0u);
+  EXPECT_EQ(Cfg(kVendorId), 0x56781234u) << "identity is read-only";
+  for (unsigned i = 0; i < 3; ++i) EXPECT_FALSE(dev.BarMappedAt(i).has_value()) << i;
+  uint8_t b;
+  EXPECT_FALSE(mmio.Read(0xC0000000, &b, 1));
+  EXPECT_FALSE(mmio.Read(kTable, &b, 1));
+  EXPECT_FALSE(pio.Read(0xC000, &b, 1));
+  // MSI: disabled, message fields, mask and pending bits 0; capability bits kept.
+  EXPECT_EQ(Cfg(msi + PciMsi::kControl, 2), PciMsi::kControl64Bit | PciMsi::kControlPerVectorMask | 2u << 1);
+  EXPECT_EQ(Cfg(msi + PciMsi::kAddressLo), 0u);
+  EXPECT_EQ(Cfg(msi + PciMsi::kAddressHi), 0u);
+  EXPECT_EQ(Cfg(msi + PciMsi::kData, 2), 0u);
+  EXPECT_EQ(Cfg(msi + PciMsi::kMask), 0u);
+  EXPECT_EQ(Cfg(msi + PciMsi::kPending), 0u);
+  EXPECT_FALSE(dev.msi()->enabled());
+  // MSI-X: Enable and Function Mask clear (table size kept), every entry masked with a zero
+  // message, PBA clear.
+  EXPECT_EQ(Cfg(msix + PciMsix::kControl, 2), 7u);
+  EXPECT_FALSE(dev.msix()->IsPending(3));
+  for (unsigned v = 0; v < dev.msix()->vectors(); ++v) {
+    uint8_t e[16];
+    dev.msix()->table().IoRead(v * 16, e, 16);
+    for (unsigned i = 0; i < 16; ++i)
+      EXPECT_EQ(e[i], i == 12 ? PciMsix::kEntryVectorControlMasked : 0u) << v << ":" << i;
+  }
+  uint8_t pba[8] = {1};
+  dev.msix()->pba().IoRead(0, pba, 8);
+  EXPECT_EQ(std::count(std::begin(pba), std::end(pba), 0), 8);
+  EXPECT_EQ(dev.SignalVector(3), PciIrqResult::kDisabled);
+  EXPECT_EQ(sink.sent().size(), 0u);
+
+  // The guest can bring the function back up as after power-on (what pci_restore_state does).
+  SetCfg(kBar0, 0xC0000000);
+  SetCfg(kCommand, kCommandMemory, 2);
+  EXPECT_EQ(dev.BarMappedAt(0), std::optional<uint64_t>(0xC0000000));
+  EXPECT_EQ(MmioRead(0xC0000000, 1), 0x5Au);
 }
 
 TEST_F(PciDeviceTest, MsixHostileTableAccesses) {

@@ -10,9 +10,9 @@ absl::StatusOr<uint16_t> AddPcieCapability(PciConfigSpace& config, const PcieCap
   config.Set32(o + pcie::kDevCap, c.devcap | (c.flr ? pcie::kDevCapFlr : 0));
   // DEVCTL (§7.5.3.4): error reporting enables, relaxed ordering, max payload, ext tag, phantom,
   // aux power, no snoop, max read request; reset: RO=1, NS=1, MRRS=512 B.
-  config.Set16(o + pcie::kDevCtl, 0x2810);
+  config.Set16(o + pcie::kDevCtl, pcie::kDevCtlResetValue);
   config.SetMasks(o + pcie::kDevCtl, 2, 0x7FFF | (c.flr ? pcie::kDevCtlInitiateFlr : 0));
-  config.SetMasks(o + pcie::kDevSta, 2, 0, 0x000F);  // error detected bits are RW1C
+  config.SetMasks(o + pcie::kDevSta, 2, 0, pcie::kDevStaErrorsRw1c);  // error detected bits are RW1C
   if (c.type != PcieDeviceType::kRcIntegratedEndpoint) {
     // One 2.5 GT/s x1 link (§7.5.3.6-7.5.3.8); RCiEPs have no link registers.
     config.Set32(o + pcie::kLnkCap, 0x1 | 0x1 << 4);
@@ -26,6 +26,14 @@ absl::StatusOr<uint16_t> AddPcieCapability(PciConfigSpace& config, const PcieCap
   // DEVCTL2 (§7.5.3.16): completion timeout value/disable, ARI, atomics, IDO, LTR, 10-bit tags, EE prefix blocking.
   config.SetMasks(o + pcie::kDevCtl2, 2, 0xFFFF);
   return o;
+}
+
+void ResetPcieCapabilityForFlr(PciConfigSpace& config, uint16_t offset) {
+  const uint16_t kept = pcie::kDevCtlMaxPayloadMask | pcie::kDevCtlAuxPowerPm;
+  const uint16_t ctl = config.Get16(offset + pcie::kDevCtl);
+  config.Set16(offset + pcie::kDevCtl, static_cast<uint16_t>((pcie::kDevCtlResetValue & ~kept) | (ctl & kept)));
+  config.UpdateBits(offset + pcie::kDevSta, 2, 0, pcie::kDevStaErrorsRw1c);
+  config.Set16(offset + pcie::kDevCtl2, 0);
 }
 
 absl::StatusOr<uint16_t> AddAtsCapability(PciConfigSpace& config, const AtsCapConfig& c) {

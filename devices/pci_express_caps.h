@@ -30,6 +30,12 @@ inline constexpr uint16_t kCapSize = 0x3C;
 inline constexpr uint32_t kDevCapRoleBasedErrorReporting = 1u << 15;
 inline constexpr uint32_t kDevCapFlr = 1u << 28;
 inline constexpr uint16_t kDevCtlInitiateFlr = 1u << 15;
+// DEVCTL reset value (§7.5.3.4): Relaxed Ordering, No Snoop, Max_Read_Request_Size 512 B.
+inline constexpr uint16_t kDevCtlResetValue = 0x2810;
+inline constexpr uint16_t kDevCtlMaxPayloadMask = 0x7u << 5;
+inline constexpr uint16_t kDevCtlAuxPowerPm = 1u << 10;  // RWS (sticky)
+inline constexpr uint16_t kDevStaErrorsRw1c = 0x000F;    // CED, NFED, FED, URD
+inline constexpr uint16_t kDevStaTransactionsPending = 1u << 5;
 inline constexpr uint32_t kDevCap2EndEndTlpPrefix = 1u << 21;  // needed for PASID below a root port
 inline constexpr unsigned kDevCap2MaxEndEndPrefixesShift = 22;
 inline constexpr uint32_t kDevCap2Ltr = 1u << 11;
@@ -50,6 +56,10 @@ struct PcieCapConfig {
   bool flr = false;  // advertise Function Level Reset (DEVCTL bit 15 becomes writable)
 };
 absl::StatusOr<uint16_t> AddPcieCapability(PciConfigSpace& config, const PcieCapConfig& c);
+// Function Level Reset of the PCI Express Capability at `offset` (PCIe 6.0 §6.6.2): DEVCTL back to
+// its reset value except Max_Payload_Size and the sticky Aux Power PM Enable (both exempt), so
+// Initiate FLR reads 0; DEVSTA error bits clear; DEVCTL2 0. Link registers are exempt.
+void ResetPcieCapabilityForFlr(PciConfigSpace& config, uint16_t offset);
 
 // ATS extended capability.
 namespace ats {

@@ -70,4 +70,14 @@ void PciMsi::OnConfigWrite() {
   }
 }
 
+void PciMsi::Reset() {
+  absl::MutexLock l(&mu_);
+  config_.UpdateBits(offset_ + kControl, 2, 0, kControlEnable | 0x7u << kControlMmeShift);
+  config_.Set32(offset_ + kAddressLo, 0);
+  config_.Set32(offset_ + kAddressHi, 0);
+  config_.Set32(offset_ + kData, 0);
+  config_.Set32(offset_ + kMask, 0);
+  config_.Set32(offset_ + kPending, 0);
+}
+
 }  // namespace ionest

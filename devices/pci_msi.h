@@ -41,6 +41,9 @@ class PciMsi {
   PciIrqResult Signal(unsigned vector) ABSL_LOCKS_EXCLUDED(mu_);
   // Deliver vectors that are pending and no longer masked (call after guest config writes).
   void OnConfigWrite() ABSL_LOCKS_EXCLUDED(mu_);
+  // Function Level Reset (PCIe 6.0 §6.6.2): MSI Enable and Multiple Message Enable clear, message
+  // address/data 0, no vector masked or pending.
+  void Reset() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   PciMsi(PciConfigSpace& config, uint16_t offset, unsigned vectors)

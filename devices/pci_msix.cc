@@ -35,9 +35,19 @@ absl::StatusOr<std::unique_ptr<PciMsix>> PciMsix::Create(PciConfigSpace& config,
 PciMsix::PciMsix(PciConfigSpace& config, uint16_t offset, unsigned vectors)
     : config_(config), offset_(offset), vectors_(vectors) {
   absl::MutexLock l(&mu_);
+  ResetTableLocked();
+}
+
+void PciMsix::ResetTableLocked() {
   table_.assign(table_size_bytes(), 0);
   for (unsigned v = 0; v < vectors_; ++v) table_[v * kEntrySize + 12] = kEntryVectorControlMasked;  // reset: masked
   pba_.assign((vectors_ + 63) / 64, 0);
+}
+
+void PciMsix::Reset() {
+  absl::MutexLock l(&mu_);
+  config_.UpdateBits(offset_ + kControl, 2, 0, kControlEnable | kControlFunctionMask);
+  ResetTableLocked();
 }
 
 bool PciMsix::enabled() const { return config_.Get16(offset_ + kControl) & kControlEnable; }

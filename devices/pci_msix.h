@@ -48,6 +48,9 @@ class PciMsix {
   // Deliver pending vectors that became unmasked (call after guest config writes).
   void OnConfigWrite() ABSL_LOCKS_EXCLUDED(mu_);
   bool IsPending(unsigned vector) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Function Level Reset (PCIe 6.0 §6.6.2, §7.7.2): MSI-X Enable and Function Mask clear, every
+  // table entry masked with address and data 0, no pending bits.
+  void Reset() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   class TableIo final : public IoDevice {
@@ -74,6 +77,7 @@ class PciMsix {
   bool EntryMasked(unsigned v) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   PciIrqResult SendLocked(unsigned v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DeliverPendingLocked(unsigned first, unsigned last) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ResetTableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   PciConfigSpace& config_;
   const uint16_t offset_;

@@ -45,6 +45,7 @@ class TestPciDevice final : public PciDevice {
   }
   int config_writes = 0;
   ScratchRegs scratch_mmio, scratch_io;
+  void FunctionLevelReset() { ResetFunction(); }
 
  protected:
   void OnConfigWrite(uint64_t, size_t) override { ++config_writes; }

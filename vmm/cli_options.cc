@@ -20,9 +20,11 @@ std::string CliUsage() {
   --iommu none|vtd         DMA remapping for devices (default none)
   --vtd-profile OPTS       VT-d capabilities, e.g. "sm=on,prs=on,pasid-bits=20" (iommu/vtd/caps.h)
   --print-vtd-caps         print "cap=0x... ecap=0x..." for --iommu=vtd/--vtd-profile and exit
-  --device KIND[,OPTS]     add a PCI test function behind the IOMMU (repeatable; 00:02.0, 00:03.0, ...
-                           in order): dmatest[,max-len=SIZE,pasid-bits=N,pri-capacity=N] (1de5:1110)
-                           or pci-epf-test[,max-len=SIZE] (104c:b500, Linux pci_endpoint_test)
+  --device KIND[,OPTS]     add a PCI function behind the IOMMU (repeatable; 00:02.0, 00:03.0, ... in
+                           order, or addr=SS.F): dmatest[,max-len=SIZE,pasid-bits=N,pri-capacity=N]
+                           (1de5:1110), pci-epf-test[,max-len=SIZE] (104c:b500, Linux pci_endpoint_test),
+                           or vfio,path=/dev/vfio/devices/vfioN | vfio,host=DDDD:BB:DD.F: a host function
+                           bound to vfio-pci, passed through with VFIO cdev + iommufd (README "Real hosts")
   --console                interactive serial console on this terminal (raw mode; Ctrl-A x quits)
   --timeout SECONDS        stop the guest after this long (host wall time)
   --syscall-workaround auto|on|off   kvm_pvm SYSCALL bug work-around (default auto)

@@ -37,5 +37,35 @@ TEST(DeviceSpecTest, RejectsBadSpecs) {
   }
 }
 
+TEST(DeviceSpecTest, Addr) {
+  auto d = ParseTestDeviceSpec("pci-epf-test,addr=05.1");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->devfn, (5 << 3) | 1);
+  EXPECT_FALSE(ParseTestDeviceSpec("dmatest").value().devfn.has_value());
+  EXPECT_EQ(ParseTestDeviceSpec("dmatest,addr=1f.7").value().devfn, 0xff);
+  for (const char* bad : {"dmatest,addr=01.0", "dmatest,addr=00.0", "dmatest,addr=20.0", "dmatest,addr=05.8",
+                          "dmatest,addr=05", "dmatest,addr=5.", "dmatest,addr=x5.0", "dmatest,addr=005.0"}) {
+    EXPECT_FALSE(ParseTestDeviceSpec(bad).ok()) << bad;
+  }
+}
+
+TEST(DeviceSpecTest, Vfio) {
+  auto p = ParseTestDeviceSpec("vfio,path=/dev/vfio/devices/vfio3");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->kind, TestDeviceKind::kVfio);
+  EXPECT_EQ(p->vfio_path, "/dev/vfio/devices/vfio3");
+  EXPECT_TRUE(p->vfio_host.empty());
+  auto h = ParseTestDeviceSpec("vfio,host=0000:00:02.0");
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->vfio_host, "0000:00:02.0");
+  EXPECT_STREQ(TestDeviceKindName(h->kind), "vfio");
+  for (const char* bad : {"vfio", "vfio,path=/dev/vfio/devices/vfio0,host=0000:00:02.0", "vfio,path=vfio0",
+                          "vfio,max-len=1M", "vfio,host="}) {
+    auto r = ParseTestDeviceSpec(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+  }
+  EXPECT_NE(ParseTestDeviceSpec("vfio").status().message().find("path="), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ionest

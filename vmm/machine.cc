@@ -50,6 +50,8 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(const MachineOptions& o
 
 Machine::~Machine() {
   if (console_) console_->Stop();
+  // A passed-through device must not keep DMA or interrupts going for a guest that is gone.
+  if (passthrough_) passthrough_->ResetAll();
 }
 
 absl::Status Machine::Init() {
@@ -162,7 +164,8 @@ absl::Status Machine::SetupDevices() {
 absl::Status Machine::SetupTestDevices() {
   for (size_t i = 0; i < options_.devices.size(); ++i) {
     const TestDeviceSpec& spec = options_.devices[i];
-    const uint8_t devfn = TestDeviceDevfn(static_cast<int>(i));
+    if (spec.kind == TestDeviceKind::kVfio) continue;  // SetupPassthrough
+    const uint8_t devfn = DeviceDevfn(spec, static_cast<int>(i));
     const std::string name = absl::StrFormat("%s@%02x.%x", TestDeviceKindName(spec.kind), devfn >> 3, devfn & 7);
     std::unique_ptr<PciDevice> dev;
     absl::Status init;
@@ -186,6 +189,36 @@ absl::Status Machine::SetupTestDevices() {
     if (absl::Status s = pci_->AddDevice(devfn, *dev); !s.ok()) return Annotate(s, name);
     test_devices_.push_back(std::move(dev));
   }
+  return SetupPassthrough();
+}
+
+absl::Status Machine::SetupPassthrough() {
+  std::vector<PassthroughRequest> requests;
+  std::vector<uint8_t> devfns;
+  for (size_t i = 0; i < options_.devices.size(); ++i) {
+    const TestDeviceSpec& spec = options_.devices[i];
+    if (spec.kind != TestDeviceKind::kVfio) continue;
+    const uint8_t devfn = DeviceDevfn(spec, static_cast<int>(i));
+    requests.push_back({{spec.vfio_path, spec.vfio_host}, absl::StrFormat("vfio@%02x.%x", devfn >> 3, devfn & 7)});
+    devfns.push_back(devfn);
+  }
+  if (requests.empty()) return absl::OkStatus();
+  if (options_.iommu != "none") {
+    return absl::UnimplementedError(
+        "--device vfio with --iommu=vtd needs the VT-d nesting backend, which is not built yet: the host IOMMU "
+        "would translate the device with guest RAM only, bypassing the emulated VT-d; use --iommu=none");
+  }
+  std::vector<iommufd::RamRange> ram;
+  for (const MemoryRegion& r : memory_->regions()) ram.push_back({r.gpa, r.host, r.size});
+  absl::StatusOr<std::unique_ptr<Passthrough>> pt = Passthrough::Open(requests, std::move(ram));
+  if (!pt.ok()) return pt.status();
+  passthrough_ = std::move(*pt);
+  for (size_t i = 0; i < passthrough_->size(); ++i) {
+    if (absl::Status s = pci_->AddDevice(devfns[i], passthrough_->device(i)); !s.ok()) {
+      return Annotate(s, requests[i].name);
+    }
+  }
+  fprintf(stderr, "ionest: %s\n", passthrough_->Describe().c_str());
   return absl::OkStatus();
 }
 
@@ -277,7 +310,7 @@ absl::Status Machine::SetupPlatformTables() {
     // ATSR to name) and have an ATC. ATC_REQUIRED = 0: software enables ATS in legacy and
     // scalable mode alike (Linux 6.12 iommu.c dmar_ats_supported()).
     for (size_t i = 0; i < options_.devices.size(); ++i) {
-      v.satc_endpoints.push_back(PciPath::FromSourceId(TestDeviceDevfn(static_cast<int>(i))));
+      v.satc_endpoints.push_back(PciPath::FromSourceId(DeviceDevfn(options_.devices[i], static_cast<int>(i))));
     }
     config.vtd = v;
   }

@@ -35,6 +35,7 @@
 #include "vmm/kvm.h"
 #include "vmm/kvm_msi_sink.h"
 #include "vmm/memory_layout.h"
+#include "vmm/passthrough.h"
 #include "vmm/stop_reason.h"
 #include "vmm/syscall_workaround.h"
 
@@ -46,6 +47,8 @@ inline constexpr uint8_t kVirtioBlkDevfn = 1 << 3;  // 00:01.0
 inline constexpr uint8_t kFirstTestDeviceSlot = 2;
 inline constexpr int kMaxTestDevices = 16;
 inline constexpr uint8_t TestDeviceDevfn(int index) { return static_cast<uint8_t>((kFirstTestDeviceSlot + index) << 3); }
+// Where the i-th --device goes: its addr= if given, else TestDeviceDevfn(i).
+inline uint8_t DeviceDevfn(const TestDeviceSpec& spec, int index) { return spec.devfn.value_or(TestDeviceDevfn(index)); }
 
 struct MachineOptions {
   std::string kernel;
@@ -92,7 +95,8 @@ class Machine {
   absl::Status Init();
   absl::Status SetupVm();
   absl::Status SetupDevices();
-  absl::Status SetupTestDevices();  // --device functions at TestDeviceDevfn(i)
+  absl::Status SetupTestDevices();  // --device functions at DeviceDevfn(spec, i)
+  absl::Status SetupPassthrough();  // --device vfio functions (after the emulated ones)
   absl::Status LoadGuest();
   absl::Status SetupPlatformTables();
   absl::Status SetupVcpus();
@@ -129,6 +133,8 @@ class Machine {
   // --device functions; declared after pci_/vtd_ so they are destroyed first (their destructors
   // stop the worker threads and unregister from the DmaSpace).
   std::vector<std::unique_ptr<PciDevice>> test_devices_;
+  // --device vfio functions and their iommufd context; destroyed before test_devices_ and pci_.
+  std::unique_ptr<Passthrough> passthrough_;
   std::unique_ptr<Console> console_;
   std::unique_ptr<EmulationCompleter> decoder_;  // for the SYSCALL work-around's classification
   std::unique_ptr<SyscallWorkaround> syscall_;

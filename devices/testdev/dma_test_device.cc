@@ -60,6 +60,10 @@ uint64_t FaultInfoOf(const DmaFault& f, bool via_ats) {
 
 bool Recoverable(DmaFaultKind k) { return k == DmaFaultKind::kNotPresent || k == DmaFaultKind::kPermission; }
 
+// PCIe 6.0 §6.6.2: a function must complete an FLR within 100 ms. The FLR waits at most this long
+// for the worker to leave an aborted job (it has stopped issuing requests by then regardless).
+constexpr absl::Duration kFlrQuiesceTimeout = absl::Milliseconds(100);
+
 }  // namespace
 
 DmaTestDevice::DmaTestDevice(std::string name, DmaTestDeviceOptions options)
@@ -79,8 +83,7 @@ DmaTestDevice::DmaTestDevice(std::string name, DmaTestDeviceOptions options)
   }();
   {
     absl::MutexLock l(&mu_);
-    SetRegLocked(kRegId, kIdValue);
-    SetRegLocked(kRegMaxLen, options_.max_job_length);
+    ResetRegsLocked();
   }
   if (!options_.synchronous) worker_ = std::thread([this] { WorkerLoop(); });
 }
@@ -96,6 +99,13 @@ DmaTestDevice::~DmaTestDevice() {
 }
 
 // ---- BAR0 -----------------------------------------------------------------------------------
+
+void DmaTestDevice::ResetRegsLocked() {
+  std::fill(std::begin(regs_), std::end(regs_), 0);
+  std::memset(sram_, 0, sizeof(sram_));
+  SetRegLocked(kRegId, kIdValue);
+  SetRegLocked(kRegMaxLen, options_.max_job_length);
+}
 
 void DmaTestDevice::RegsIo::IoRead(uint64_t offset, uint8_t* data, size_t size) {
   for (size_t i = 0; i < size;) {
@@ -152,11 +162,12 @@ void DmaTestDevice::WriteRegister(uint64_t offset, uint64_t value, uint64_t mask
     if (offset == kRegStatus && (old & kStatusError) && !(r & kStatusError))
       r &= ~(uint64_t{0xff} << kStatusErrorShift);
     if (offset == kRegDoorbell && (mask & 0xff)) {
-      if ((value & 0xff) == kDoorbellStart && !busy_) {
+      if ((value & 0xff) == kDoorbellStart && !busy_ && !in_flr_) {
         Doorbell();
         if (options_.synchronous) {
           job = std::move(queued_);
           queued_.reset();
+          ++running_;
           run_now = true;
         }
       } else if ((value & 0xff) == kDoorbellAbort && busy_) {
@@ -183,6 +194,7 @@ void DmaTestDevice::Doorbell() {
   if (p & kPasidValid) j.pasid = static_cast<uint32_t>(p & kPasidMask);
   j.exec = p & kPasidExec;
   j.priv = p & kPasidPriv;
+  j.epoch = epoch_.load();
   uint64_t& st = regs_[kRegStatus / 8];
   st = (st & ~(kStatusDone | kStatusError | uint64_t{0xff} << kStatusErrorShift)) | kStatusBusy;
   SetRegLocked(kRegFaultAddr, 0);
@@ -208,9 +220,14 @@ void DmaTestDevice::AddStat(uint32_t reg, uint64_t n) {
   regs_[reg / 8] += n;
 }
 
-bool DmaTestDevice::AbortRequested() {
+void DmaTestDevice::AddJobStat(const Job& job, uint32_t reg, uint64_t n) {
   absl::MutexLock l(&mu_);
-  return abort_ || shutdown_;
+  if (!Stale(job)) regs_[reg / 8] += n;
+}
+
+bool DmaTestDevice::AbortRequested(const Job& job) {
+  absl::MutexLock l(&mu_);
+  return abort_ || shutdown_ || Stale(job);
 }
 
 // ---- Jobs -----------------------------------------------------------------------------------
@@ -222,6 +239,7 @@ void DmaTestDevice::WorkerLoop() {
     if (shutdown_) return;
     Job job = *queued_;
     queued_.reset();
+    ++running_;
     mu_.Unlock();
     RunJob(job);
     mu_.Lock();
@@ -231,8 +249,15 @@ void DmaTestDevice::WorkerLoop() {
 void DmaTestDevice::RunJob(const Job& job) {
   uint64_t result = 0;
   const JobEnd end = Execute(job, &result);
+  bool irq = false;
   {
     absl::MutexLock l(&mu_);
+    if (Stale(job)) {
+      // An FLR reset the registers after this job started: it leaves no trace (§6.6.2).
+      --running_;
+      cv_.SignalAll();
+      return;
+    }
     uint64_t& st = regs_[kRegStatus / 8];
     const uint64_t jobs = ((st >> kStatusJobsShift) + 1) & 0xffffffffull;
     st = jobs << kStatusJobsShift | (end.error == kErrNone ? kStatusDone : kStatusError) |
@@ -242,18 +267,25 @@ void DmaTestDevice::RunJob(const Job& job) {
     SetRegLocked(kRegResult, result);
     busy_ = false;
     abort_ = false;
-    if (job.ctrl & kCtrlIrq) ++irqs_in_flight_;  // WaitIdle also waits for the interrupt
+    irq = job.ctrl & kCtrlIrq;
+    if (irq) ++irqs_in_flight_;  // WaitIdle also waits for the interrupt
     cv_.SignalAll();
   }
-  if (job.ctrl & kCtrlIrq) {
-    // MSI after the status is visible, as a driver's interrupt handler expects.
+  bool sent = false;
+  if (irq) {
+    // MSI after the status is visible, as a driver's interrupt handler expects. The MSI is a
+    // memory write of the function: fenced by an FLR like its DMA.
     const unsigned vector = static_cast<unsigned>(job.ctrl >> kCtrlVectorShift) & 0xff;
-    const bool sent = SignalVector(vector) == PciIrqResult::kSent;
-    absl::MutexLock l(&mu_);
-    if (sent) regs_[kRegIrqCount / 8] += 1;
-    --irqs_in_flight_;
-    cv_.SignalAll();
+    absl::ReaderMutexLock gate(&gate_);
+    sent = !Stale(job) && SignalVector(vector) == PciIrqResult::kSent;
   }
+  absl::MutexLock l(&mu_);
+  if (irq) {
+    if (sent && !Stale(job)) regs_[kRegIrqCount / 8] += 1;
+    --irqs_in_flight_;
+  }
+  --running_;
+  cv_.SignalAll();
 }
 
 uint16_t DmaTestDevice::PasidControl() const {
@@ -295,7 +327,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Execute(const Job& job, uint64_t* result) {
   uint64_t fnv = kFnvBasis;
   uint32_t page_requests = 0;
   for (uint64_t pos = 0; pos < job.len;) {
-    if (AbortRequested()) return {kErrAborted};
+    if (AbortRequested(job)) return {kErrAborted};
     if (!bus_master_enabled()) return {kErrBusMaster};
     uint64_t n = std::min<uint64_t>(job.len - pos, kPage);
     if (uses_src) n = std::min(n, kPage - (job.src + pos) % kPage);
@@ -309,7 +341,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Execute(const Job& job, uint64_t* result) {
         *result = fnv;
         if (pos < kSramSize) {
           absl::MutexLock l(&mu_);
-          std::memcpy(sram_ + pos, a.data(), std::min<uint64_t>(n, kSramSize - pos));
+          if (!Stale(job)) std::memcpy(sram_ + pos, a.data(), std::min<uint64_t>(n, kSramSize - pos));
         }
         break;
       case kOpWrite:
@@ -335,7 +367,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Execute(const Job& job, uint64_t* result) {
           if (a[i] != b[i]) {
             *result = 1ull << 63 | (pos + i);
             absl::MutexLock l(&mu_);
-            SetRegLocked(kRegBytesDone, pos + i);
+            if (!Stale(job)) SetRegLocked(kRegBytesDone, pos + i);
             return {};
           }
         }
@@ -343,7 +375,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Execute(const Job& job, uint64_t* result) {
     }
     pos += n;
     absl::MutexLock l(&mu_);
-    SetRegLocked(kRegBytesDone, pos);
+    if (!Stale(job)) SetRegLocked(kRegBytesDone, pos);
   }
   return {};
 }
@@ -371,7 +403,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Transfer(const Job& job, uint64_t addr, uin
     // while its page request queue overflowed, VT-d 4.1 §7.5.1) is retried after a backoff with a
     // smaller group, so several devices sharing a full queue converge.
     if (requests_for_page > 0 &&
-        !SleepAbortable(std::min(options_.min_retry_backoff * (1 << std::min(requests_for_page - 1, 20u)),
+        !SleepAbortable(job, std::min(options_.min_retry_backoff * (1 << std::min(requests_for_page - 1, 20u)),
                                  options_.max_retry_backoff)))
       return {kErrAborted, fault.iova, info};
     // PCIe 6.0 §10.5.2.5: no more outstanding requests than the Outstanding Page Request Allocation.
@@ -389,12 +421,12 @@ DmaTestDevice::JobEnd DmaTestDevice::Transfer(const Job& job, uint64_t addr, uin
   }
 }
 
-bool DmaTestDevice::SleepAbortable(absl::Duration d) {
+bool DmaTestDevice::SleepAbortable(const Job& job, absl::Duration d) {
   const absl::Time deadline = absl::Now() + d;
   absl::MutexLock l(&mu_);
-  while (!abort_ && !shutdown_)
+  while (!abort_ && !shutdown_ && !Stale(job))
     if (cv_.WaitWithDeadline(&mu_, deadline)) break;
-  return !abort_ && !shutdown_;
+  return !abort_ && !shutdown_ && !Stale(job);
 }
 
 bool DmaTestDevice::TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access,
@@ -404,6 +436,12 @@ bool DmaTestDevice::TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf,
   DmaSpace& space = dma();
   size_t done = 0;
   for (int rounds = 0; done < len; ++rounds) {
+    absl::ReaderMutexLock gate(&gate_);  // fenced by an FLR (see the header)
+    if (Stale(job)) {
+      *fault = {DmaFaultKind::kBlocked, addr + done, request, job.pasid, 0, false};
+      *error = kErrAborted;
+      return false;
+    }
     Translation t = space.Translate(addr + done, len - done, request, attrs);
     bool progressed = false;
     for (const DmaRegion& r : t.regions) {
@@ -445,6 +483,12 @@ bool DmaTestDevice::TryTranslated(const Job& job, uint64_t addr, uint8_t* buf, s
   DmaSpace& space = dma();
   bool translated = false;
   for (int attempt = 0; attempt < 4; ++attempt) {
+    absl::ReaderMutexLock gate(&gate_);  // fenced by an FLR (see the header)
+    if (Stale(job)) {
+      *fault = {DmaFaultKind::kBlocked, addr, request, job.pasid, 0, false};
+      *error = kErrAborted;
+      return false;
+    }
     {
       // Held shared across the access: an invalidation completes only after it (§10.3.1).
       absl::ReaderMutexLock access_lock(&atc_.access_lock());
@@ -458,7 +502,7 @@ bool DmaTestDevice::TryTranslated(const Job& job, uint64_t addr, uint8_t* buf, s
         }
         if (!translated && s.ok()) {
           absl::MutexLock l(&mu_);  // mu_ may be taken under the access lock, never the reverse
-          regs_[kRegAtcHits / 8] += 1;
+          if (!Stale(job)) regs_[kRegAtcHits / 8] += 1;
         }
         return s.ok();
       }
@@ -467,7 +511,7 @@ bool DmaTestDevice::TryTranslated(const Job& job, uint64_t addr, uint8_t* buf, s
     const uint64_t page = addr & ~(kPage - 1);
     const uint64_t generation = atc_.generation();
     AtsTranslation t = space.AtsTranslate(page, request, attrs);
-    AddStat(kRegAtsRequests);
+    AddJobStat(job, kRegAtsRequests);
     translated = true;
     if (!t.success || (t.perms & needed) != needed) {
       *fault = {t.success ? DmaFaultKind::kPermission : DmaFaultKind::kNotPresent, addr, request, job.pasid, 0, false};
@@ -505,13 +549,19 @@ uint8_t DmaTestDevice::RequestPages(const Job& job, uint64_t addr, uint64_t rang
     for (uint64_t p = addr + kPage; p > addr && p < range_end && pages.size() < max_requests &&
                                     scanned < 2ull * max_requests;
          p += kPage, ++scanned) {
-      AtsTranslation t = dma().AtsTranslate(p, request.access, DmaAttrs{job.pasid});
-      AddStat(kRegAtsRequests);
+      AtsTranslation t;
+      {
+        absl::ReaderMutexLock gate(&gate_);  // fenced by an FLR (see the header)
+        if (Stale(job)) break;
+        t = dma().AtsTranslate(p, request.access, DmaAttrs{job.pasid});
+      }
+      AddJobStat(job, kRegAtsRequests);
       if (!t.success || (t.perms & needed) != needed) pages.push_back(p);
     }
   }
   {
     absl::MutexLock l(&mu_);
+    if (Stale(job)) return kErrAborted;
     request.group_index = next_group_;
     next_group_ = (next_group_ + 1) & 0x1ff;  // 9-bit PRG index (§10.4.1)
     pending_ = PendingPageRequest{request.group_index, job.pasid, std::nullopt, false};
@@ -522,24 +572,30 @@ uint8_t DmaTestDevice::RequestPages(const Job& job, uint64_t addr, uint64_t rang
   for (size_t i = 0; i < pages.size() && status.ok(); ++i) {
     request.addr = pages[i];
     request.last = i + 1 == pages.size();
+    absl::ReaderMutexLock gate(&gate_);  // fenced by an FLR (see the header)
+    if (Stale(job)) {
+      status = absl::AbortedError("function level reset");
+      break;
+    }
     status = dma().SendPageRequest(request);
     if (status.ok()) ++*sent;
   }
-  AddStat(kRegPageRequests, *sent);
+  AddJobStat(job, kRegPageRequests, *sent);
   absl::MutexLock l(&mu_);
   if (!status.ok()) {
     pending_.reset();
     UpdatePriStopped();
-    return kErrPriUnavailable;
+    return Stale(job) ? kErrAborted : kErrPriUnavailable;
   }
   const absl::Time deadline =
       absl::Now() + options_.page_response_timeout + options_.page_response_time_per_request * pages.size();
-  while (!pending_->code && !pending_->cancelled && !abort_ && !shutdown_)
+  while (!pending_->code && !pending_->cancelled && !abort_ && !shutdown_ && !Stale(job))
     if (cv_.WaitWithDeadline(&mu_, deadline)) break;
   *code = pending_->code;
   const bool cancelled = pending_->cancelled;
   pending_.reset();
   UpdatePriStopped();
+  if (Stale(job)) return kErrAborted;
   if (cancelled) return kErrPriUnavailable;
   if (!*code) return (abort_ || shutdown_) ? kErrAborted : kErrPageTimeout;
   switch (**code) {
@@ -568,7 +624,8 @@ void DmaTestDevice::OnPageResponse(const PageResponse& response) {
 
 void DmaTestDevice::UpdatePriStopped() {
   const bool enabled = config().Get16(caps_.pri + pri::kControl) & pri::kControlEnable;
-  const bool stopped = !enabled && !pending_;
+  // A group cancelled by PRI Reset or FLR is no longer outstanding (§10.5.2.2-10.5.2.3).
+  const bool stopped = !enabled && !(pending_ && !pending_->cancelled);
   config().UpdateBits(caps_.pri + pri::kStatus, 2, stopped ? pri::kStatusStopped : 0,
                       stopped ? 0 : pri::kStatusStopped);
 }
@@ -582,6 +639,12 @@ void DmaTestDevice::OnAttach() { dma().SetClient(this); }
 
 void DmaTestDevice::OnConfigWrite(uint64_t offset, size_t size) {
   auto touches = [&](uint16_t reg, size_t len) { return offset < uint64_t{reg} + len && offset + size > reg; };
+  // DEVCTL.Initiate FLR is writable only when DEVCAP advertises FLR (§7.5.3.4).
+  if (touches(caps_.pcie + pcie::kDevCtl, 2) &&
+      (config().Get16(caps_.pcie + pcie::kDevCtl) & pcie::kDevCtlInitiateFlr)) {
+    FunctionLevelReset();
+    return;
+  }
   if (touches(caps_.ats + ats::kControl, 2) && !AtsEnabled()) atc_.Clear();
   if (touches(caps_.pri + pri::kControl, 2)) {
     absl::MutexLock l(&mu_);
@@ -594,6 +657,52 @@ void DmaTestDevice::OnConfigWrite(uint64_t offset, size_t size) {
     config().UpdateBits(caps_.pri + pri::kControl, 2, 0, pri::kControlReset);
     UpdatePriStopped();
   }
+}
+
+// ---- Function Level Reset (PCIe 6.0 §6.6.2) --------------------------------------------------
+
+void DmaTestDevice::FunctionLevelReset() {
+  absl::MutexLock flr(&flr_mu_);
+  // Initiate Function Level Reset always reads 0 (§7.5.3.4).
+  config().UpdateBits(caps_.pcie + pcie::kDevCtl, 2, 0, pcie::kDevCtlInitiateFlr);
+  {
+    // Fence: requests of the current job finish before the gate is ours; after the epoch bump the
+    // job is stale and issues nothing more (§6.6.2: the function becomes quiescent). Drop a queued
+    // job, cancel the pending page request group, wake every wait of the running job.
+    absl::WriterMutexLock gate(&gate_);
+    absl::MutexLock l(&mu_);
+    epoch_.fetch_add(1);
+    in_flr_ = true;
+    queued_.reset();
+    if (pending_) pending_->cancelled = true;
+    cv_.SignalAll();
+  }
+  {
+    // Bounded: a vCPU thread must not block for long; a stale job cannot touch state anyway.
+    const absl::Time deadline = absl::Now() + kFlrQuiesceTimeout;
+    absl::MutexLock l(&mu_);
+    while (running_ > 0)
+      if (cv_.WaitWithDeadline(&mu_, deadline)) break;
+  }
+  atc_.Clear();
+  // Capability registers (device-specific; the type 0 header and MSI-X follow in ResetFunction):
+  // DEVCTL/DEVSTA/DEVCTL2, ATS, PASID and PRI control back to 0, PRI allocation 0 and status errors
+  // clear (Stopped is recomputed below: disabled and nothing outstanding).
+  PciConfigSpace& c = config();
+  ResetPcieCapabilityForFlr(c, caps_.pcie);
+  c.Set16(caps_.ats + ats::kControl, 0);
+  c.Set16(caps_.pasid + pasid::kControl, 0);
+  c.Set16(caps_.pri + pri::kControl, 0);
+  c.Set32(caps_.pri + pri::kAllocation, 0);
+  c.UpdateBits(caps_.pri + pri::kStatus, 2, 0, pri::kStatusResponseFailure | pri::kStatusUprgi);
+  ResetFunction();
+  absl::MutexLock l(&mu_);
+  ResetRegsLocked();
+  busy_ = false;
+  abort_ = false;
+  UpdatePriStopped();
+  in_flr_ = false;
+  cv_.SignalAll();
 }
 
 }  // namespace ionest

@@ -9,8 +9,19 @@
 // calling thread — for tests and fuzzers; PRI waits are then bounded by the response timeout).
 // Page-response waits are bounded (page_response_timeout) and interrupted by abort/destruction.
 // DmaClient callbacks (page responses, ATC invalidations) may arrive on any thread.
+//
+// Function Level Reset (PCIe 6.0 §6.6.2; DEVCAP.FLR advertised unless caps.flr is false): a guest
+// config write setting DEVCTL.Initiate FLR runs the reset on that vCPU thread before the write
+// returns. Every request the device issues (memory access, ATS translation request, page request,
+// MSI) is made under `gate_` (shared) and only while the job's epoch is current; the FLR bumps the
+// epoch under `gate_` (exclusive), so once the write returns no request of the old job is in flight
+// or will be issued. It then waits (bounded by the 100 ms an FLR may take) for the worker to drop
+// the job, drops the ATC and page request state, and restores BAR0, the capabilities and the type 0
+// header to their reset values. DEVSTA.Transactions Pending always reads 0: each emulated request
+// completes before the call that issued it returns.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -87,6 +98,7 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
     uint64_t src = 0, dst = 0, len = 0, pattern = 0, ctrl = 0;
     std::optional<uint32_t> pasid;
     bool exec = false, priv = false;
+    uint64_t epoch = 0;  // epoch_ when the doorbell rang; a later FLR makes the job stale
   };
   struct JobEnd {
     uint8_t error = dmatest::kErrNone;
@@ -122,15 +134,23 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   // Returns kErrNone on Success; *sent = requests sent.
   uint8_t RequestPages(const Job& job, uint64_t addr, uint64_t range_end, uint32_t access, uint32_t max_requests,
                        std::optional<PageResponseCode>* code, uint32_t* sent) ABSL_LOCKS_EXCLUDED(mu_);
-  // Sleeps up to `d`; false when an abort or shutdown cut it short.
-  bool SleepAbortable(absl::Duration d) ABSL_LOCKS_EXCLUDED(mu_);
+  // Sleeps up to `d`; false when an abort, FLR or shutdown cut it short.
+  bool SleepAbortable(const Job& job, absl::Duration d) ABSL_LOCKS_EXCLUDED(mu_);
   bool PriUsable() const;
   bool AtsEnabled() const;
   uint16_t PasidControl() const;
   void SetRegLocked(uint32_t reg, uint64_t v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { regs_[reg / 8] = v; }
+  // BAR0 registers and SRAM to their reset values.
+  void ResetRegsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddStat(uint32_t reg, uint64_t n = 1) ABSL_LOCKS_EXCLUDED(mu_);
-  bool AbortRequested() ABSL_LOCKS_EXCLUDED(mu_);
+  // AddStat on behalf of `job`: nothing once an FLR made the job stale.
+  void AddJobStat(const Job& job, uint32_t reg, uint64_t n = 1) ABSL_LOCKS_EXCLUDED(mu_);
+  bool AbortRequested(const Job& job) ABSL_LOCKS_EXCLUDED(mu_);
+  // An FLR started after the job's doorbell: it must issue no further request or register update.
+  bool Stale(const Job& job) const { return job.epoch != epoch_.load(); }
   void UpdatePriStopped() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // DEVCTL.Initiate FLR was written as 1 (on the guest's vCPU thread).
+  void FunctionLevelReset() ABSL_LOCKS_EXCLUDED(flr_mu_, gate_, mu_);
 
   const DmaTestDeviceOptions options_;
   absl::Status init_status_;
@@ -138,12 +158,20 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   RegsIo regs_io_{*this};
   dmatest::DeviceAtc atc_;
 
+  absl::Mutex flr_mu_ ABSL_ACQUIRED_BEFORE(gate_);  // serializes FLRs
+  // Held shared around each request the device issues, exclusively by an FLR to fence them. Never
+  // held while waiting on cv_. Order: gate_ -> atc_.access_lock() -> mu_.
+  absl::Mutex gate_ ABSL_ACQUIRED_BEFORE(mu_);
+  // Incremented by each FLR with gate_ (exclusive) and mu_ held: stable under either lock.
+  std::atomic<uint64_t> epoch_{0};
   absl::Mutex mu_;
-  absl::CondVar cv_;  // job queued / response arrived / abort / shutdown / job finished
+  absl::CondVar cv_;  // job queued / response arrived / abort / FLR / shutdown / job finished
   uint64_t regs_[dmatest::kRegCount / 8] ABSL_GUARDED_BY(mu_) = {};
   uint8_t sram_[dmatest::kSramSize] ABSL_GUARDED_BY(mu_) = {};
   std::optional<Job> queued_ ABSL_GUARDED_BY(mu_);
   bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  int running_ ABSL_GUARDED_BY(mu_) = 0;      // jobs inside RunJob (worker or synchronous doorbell)
+  bool in_flr_ ABSL_GUARDED_BY(mu_) = false;  // doorbells are ignored while an FLR is in progress
   int irqs_in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // completion MSIs being signalled
   bool abort_ ABSL_GUARDED_BY(mu_) = false;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;

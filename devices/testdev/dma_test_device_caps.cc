@@ -7,6 +7,7 @@ absl::StatusOr<CapOffsets> AddDmaTestCapabilities(PciConfigSpace& config, const 
   PcieCapConfig pc;
   pc.type = o.port_type;
   pc.devcap2 |= pcie::kDevCap2EndEndTlpPrefix;  // PCIe 6.0 §7.5.3.15
+  pc.flr = o.flr;
   absl::StatusOr<uint16_t> p = AddPcieCapability(config, pc);
   if (!p.ok()) return p.status();
   off.pcie = *p;

@@ -1,7 +1,8 @@
 // Capabilities of the DMA test device, built with devices/pci_express_caps.h: PCI Express
-// (RC-integrated endpoint by default, DEVCAP2 End-End TLP Prefix), ATS with Page Aligned Request,
-// PASID (exec/priv configurable) and PRI (Stopped at reset, PRG Response PASID Required) — the
-// bits Linux 6.12 checks (/work/shared/notes/linux-6.12-vtd-requirements.md §3).
+// (RC-integrated endpoint by default, DEVCAP Function Level Reset, DEVCAP2 End-End TLP Prefix),
+// ATS with Page Aligned Request, PASID (exec/priv configurable) and PRI (Stopped at reset, PRG
+// Response PASID Required) — the bits Linux 6.12 checks
+// (/work/shared/notes/linux-6.12-vtd-requirements.md §3).
 #pragma once
 
 #include <cstdint>
@@ -26,6 +27,9 @@ struct CapOptions {
   bool pasid_exec = true;
   bool pasid_priv = true;
   uint32_t pri_capacity = 32;  // Outstanding Page Request Capacity (Linux allows <= 2048)
+  // DEVCAP Function Level Reset Capability (PCIe 6.0 §7.5.3.3): vfio-pci can reset the function
+  // (pcie_flr) only if it is set.
+  bool flr = true;
 };
 
 absl::StatusOr<CapOffsets> AddDmaTestCapabilities(PciConfigSpace& config, const CapOptions& options);

@@ -1,5 +1,6 @@
 #include "devices/testdev/dma_test_device.h"
 
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <thread>
@@ -72,8 +73,24 @@ class FakeDmaSpace final : public DmaSpace {
     absl::MutexLock l(&mu_);
     return ats_requests_;
   }
+  // Every untranslated request first waits `d` (a slow IOMMU / memory path).
+  void set_translate_delay(absl::Duration d) {
+    absl::MutexLock l(&mu_);
+    translate_delay_ = d;
+  }
+  int translations() {
+    absl::MutexLock l(&mu_);
+    return translations_;
+  }
 
   Translation Translate(uint64_t iova, uint64_t len, uint32_t access, const DmaAttrs& attrs) override {
+    absl::Duration delay;
+    {
+      absl::MutexLock l(&mu_);
+      delay = translate_delay_;
+      ++translations_;
+    }
+    absl::SleepFor(delay);
     absl::MutexLock l(&mu_);
     Translation t;
     auto it = pages_.find(iova >> 12);
@@ -132,6 +149,8 @@ class FakeDmaSpace final : public DmaSpace {
   int unmapped_successes_ = 0;
   std::vector<PageRequest> requests_;
   int ats_requests_ = 0;
+  absl::Duration translate_delay_;
+  int translations_ = 0;
 };
 
 class DmaTestDeviceTest : public ::testing::Test {
@@ -167,6 +186,27 @@ class DmaTestDeviceTest : public ::testing::Test {
     uint32_t v = 0;
     std::memcpy(&v, b, size);
     return v;
+  }
+  // What Linux's pcie_flr does (drivers/pci/pci.c): set DEVCTL.BCR_FLR with a read-modify-write.
+  static void InitiateFlr(DmaTestDevice& d) {
+    const uint16_t devctl = d.cap_offsets().pcie + pcie::kDevCtl;
+    SetConfig16(d, devctl, static_cast<uint16_t>(Config(d, devctl, 2) | pcie::kDevCtlInitiateFlr));
+  }
+  // Guest-visible state a freshly powered-on device reports: config space, BAR0 registers and SRAM.
+  static std::vector<uint8_t> ConfigSpace(DmaTestDevice& d) {
+    std::vector<uint8_t> c(pci::kConfigSpaceSize);
+    d.ConfigRead(0, c.data(), c.size());
+    return c;
+  }
+  static std::vector<uint64_t> Registers(DmaTestDevice& d) {
+    std::vector<uint64_t> r;
+    for (uint32_t off = 0; off < kRegCount; off += 8) r.push_back(d.ReadReg(off));
+    return r;
+  }
+  static std::vector<uint8_t> Sram(DmaTestDevice& d) {
+    std::vector<uint8_t> b(kSramSize);
+    d.bar(0)->IoRead(kSramOffset, b.data(), b.size());
+    return b;
   }
   static void EnablePri(DmaTestDevice& d, uint32_t alloc = 8) {
     SetConfig32(d, d.cap_offsets().pri + pri::kAllocation, alloc);
@@ -545,6 +585,208 @@ TEST_F(DmaTestDeviceTest, SynchronousModeRunsOnDoorbellThread) {
   d->WriteReg(kRegDoorbell, kDoorbellStart);
   EXPECT_EQ(d->ReadReg(kRegStatus) & (kStatusBusy | kStatusDone), kStatusDone);
   EXPECT_EQ(Bytes(0x3000, 32), std::vector<uint8_t>(32, 0x77));
+}
+
+// ---- Function Level Reset (PCIe 6.0 §6.6.2) -------------------------------------------------
+
+TEST_F(DmaTestDeviceTest, FlrAdvertisedAndInitiateBitReadsZero) {
+  auto d = MakeDevice(*identity_);
+  const uint16_t pcie_off = d->cap_offsets().pcie;
+  ASSERT_EQ(d->config().FindCapability(pci::kCapIdPcie), std::optional<uint16_t>(pcie_off));
+  // pcie_flr (Linux 6.12) requires DEVCAP.FLR and waits for DEVSTA.TransPend to clear.
+  EXPECT_TRUE(Config(*d, pcie_off + pcie::kDevCap, 4) & pcie::kDevCapFlr);
+  EXPECT_EQ(Config(*d, pcie_off + pcie::kDevSta, 2) & pcie::kDevStaTransactionsPending, 0u);
+  d->WriteReg(kRegPattern, 0x1234);
+  InitiateFlr(*d);
+  EXPECT_EQ(Config(*d, pcie_off + pcie::kDevCtl, 2), pcie::kDevCtlResetValue) << "Initiate FLR reads 0";
+  EXPECT_EQ(d->ReadReg(kRegPattern), 0u);
+  EXPECT_EQ(Config(*d, pci::kCommand, 2), 0u);
+  // pci_dev_wait polls until the function answers config reads again: it never stops answering.
+  EXPECT_EQ(Config(*d, pci::kVendorId, 2), kVendorId);
+
+  // Without the capability the bit is read-only 0 and nothing is reset.
+  DmaTestDeviceOptions o;
+  o.caps.flr = false;
+  auto n = MakeDevice(*identity_, o);
+  EXPECT_FALSE(Config(*n, n->cap_offsets().pcie + pcie::kDevCap, 4) & pcie::kDevCapFlr);
+  n->WriteReg(kRegPattern, 0x1234);
+  InitiateFlr(*n);
+  EXPECT_EQ(Config(*n, n->cap_offsets().pcie + pcie::kDevCtl, 2) & pcie::kDevCtlInitiateFlr, 0u);
+  EXPECT_EQ(n->ReadReg(kRegPattern), 0x1234u);
+  EXPECT_TRUE(n->bus_master_enabled());
+}
+
+TEST_F(DmaTestDeviceTest, FlrRestoresPowerOnRegistersCapabilitiesAndHeader) {
+  DmaTestDevice fresh("fresh");  // never touched: the power-on state
+  ASSERT_TRUE(fresh.init_status().ok());
+  auto d = MakeDevice(*fake_);
+  const CapOffsets caps = d->cap_offsets();
+  // Header: BARs assigned and decoding, bus mastering, SERR, cache line, interrupt line, an error bit.
+  SetConfig32(*d, pci::kBar0, 0xE0000000);
+  SetConfig32(*d, pci::kBar0 + 8, 0xE0010000);
+  SetConfig16(*d, pci::kCommand, pci::kCommandMemory | pci::kCommandBusMaster | pci::kCommandSerr);
+  uint8_t byte = 0x10;
+  d->ConfigWrite(pci::kCacheLineSize, &byte, 1);
+  byte = 0x0B;
+  d->ConfigWrite(pci::kInterruptLine, &byte, 1);
+  d->config().UpdateBits(pci::kStatus, 2, 0x8000, 0);
+  ASSERT_EQ(d->BarMappedAt(0), std::optional<uint64_t>(0xE0000000));
+  ASSERT_EQ(d->BarMappedAt(2), std::optional<uint64_t>(0xE0010000));
+  // PCI Express: error reporting + extended tags, completion timeout disable, an error detected.
+  SetConfig16(*d, caps.pcie + pcie::kDevCtl, pcie::kDevCtlResetValue | 0x000F | 1u << 8);
+  SetConfig16(*d, caps.pcie + pcie::kDevCtl2, 1u << 4);
+  d->config().UpdateBits(caps.pcie + pcie::kDevSta, 2, 0x1, 0);
+  // ATS (STU 1), PASID with exec/priv, PRI with an allocation.
+  SetConfig16(*d, caps.ats + ats::kControl, ats::kControlEnable | 1);
+  SetConfig16(*d, caps.pasid + pasid::kControl, pasid::kControlEnable | pasid::kControlExec | pasid::kControlPriv);
+  EnablePri(*d, 8);
+  // MSI-X vector 1 programmed and unmasked (through the mapped BAR2), MSI-X enabled.
+  const uint32_t entry[4] = {0xfee00000, 0, 0x4242, 0};
+  ASSERT_TRUE(mmio_.Write(0xE0010000 + 16, reinterpret_cast<const uint8_t*>(entry), 16));
+  SetConfig16(*d, d->msix()->offset() + PciMsix::kControl, PciMsix::kControlEnable);
+  // Jobs: a translated fill (ATC filled), a page request, an interrupt, a read into SRAM, a fault.
+  fake_->Map(0x7000, 0x20000, kDmaRead | kDmaWrite);
+  d->WriteReg(kRegPattern, 0x1111111111111111ull);
+  ASSERT_EQ(Run(*d, kOpFill, 0, 0x7000, 16, kCtrlUseAts | kCtrlIrq | (1u << kCtrlVectorShift)) & kStatusDone,
+            kStatusDone);
+  ASSERT_GT(d->atc().size(), 0u);
+  ASSERT_EQ(msi_.msis().size(), 1u);
+  Fill(0x109000, 0x5a, 64);  // the fake maps 0x9000 to 0x109000 on the page request
+  ASSERT_EQ(Run(*d, kOpRead, 0x9000, 0, 64) & kStatusDone, kStatusDone);
+  ASSERT_EQ(Sram(*d)[0], 0x5a);
+  ASSERT_EQ(ErrorOf(Run(*d, kOpCopy, 0x7000, 0x50000, 64, kCtrlNoPri)), kErrTranslation);
+  d->OnPageResponse(PageResponse{kRid, std::nullopt, 0x1ff, PageResponseCode::kSuccess});  // sets UPRGI
+  ASSERT_TRUE(Config(*d, caps.pri + pri::kStatus, 2) & pri::kStatusUprgi);
+  const uint8_t sram[4] = {1, 2, 3, 4};
+  d->bar(0)->IoWrite(kSramOffset + 0x100, sram, 4);
+  d->WriteReg(kRegSrc, 0x1000);
+  d->WriteReg(kRegDst, 0x2000);
+  d->WriteReg(kRegLen, 0x3000);
+  d->WriteReg(kRegPasid, kPasidValid | 5);
+  d->WriteReg(kRegCtrl, kOpCopy | kCtrlIrq);
+  ASSERT_NE(Registers(*d), Registers(fresh));
+  ASSERT_NE(ConfigSpace(*d), ConfigSpace(fresh));
+
+  InitiateFlr(*d);
+
+  // Everything the guest can read is as at power-on: config space byte for byte (Command 0, BARs
+  // unassigned, DEVCTL/DEVCTL2/DEVSTA, ATS/PASID/PRI control 0, PRI Stopped, MSI-X disabled), BAR0
+  // registers (counters too) and SRAM.
+  const std::vector<uint8_t> cfg = ConfigSpace(*d), want = ConfigSpace(fresh);
+  for (size_t i = 0; i < cfg.size(); ++i) EXPECT_EQ(cfg[i], want[i]) << "config byte " << std::hex << i;
+  EXPECT_EQ(Registers(*d), Registers(fresh));
+  EXPECT_EQ(Sram(*d), std::vector<uint8_t>(kSramSize, 0));
+  EXPECT_TRUE(Config(*d, caps.pri + pri::kStatus, 2) & pri::kStatusStopped);
+  // Nothing decodes, the ATC is empty, MSI-X entries are masked with a zero message.
+  EXPECT_FALSE(d->BarMappedAt(0).has_value());
+  EXPECT_FALSE(d->BarMappedAt(2).has_value());
+  uint8_t b;
+  EXPECT_FALSE(mmio_.Read(0xE0000000, &b, 1));
+  EXPECT_EQ(d->atc().size(), 0u);
+  for (unsigned v = 0; v < kNumVectors; ++v) {
+    uint8_t e[16];
+    d->msix()->table().IoRead(v * 16, e, 16);
+    for (unsigned i = 0; i < 16; ++i)
+      EXPECT_EQ(e[i], i == 12 ? PciMsix::kEntryVectorControlMasked : 0u) << "vector " << v << " byte " << i;
+  }
+  EXPECT_FALSE(d->msix()->IsPending(1));
+
+  // Restored like pci_restore_state, the function works again and counts jobs from 0.
+  SetConfig32(*d, pci::kBar0, 0xE0000000);
+  SetConfig16(*d, pci::kCommand, pci::kCommandMemory | pci::kCommandBusMaster);
+  EXPECT_EQ(d->BarMappedAt(0), std::optional<uint64_t>(0xE0000000));
+  fake_->Map(0x8000, 0x30000, kDmaRead | kDmaWrite);
+  d->WriteReg(kRegPattern, 0x2222222222222222ull);
+  const uint64_t st = Run(*d, kOpFill, 0, 0x8000, 8);
+  EXPECT_EQ(st & (kStatusDone | kStatusError), kStatusDone) << int{ErrorOf(st)};
+  EXPECT_EQ((st >> kStatusJobsShift) & 0xffffffff, 1u);
+  EXPECT_EQ(Bytes(0x30000, 8), std::vector<uint8_t>(8, 0x22));
+}
+
+TEST_F(DmaTestDeviceTest, FlrDuringLongJobStopsItsDma) {
+  auto d = MakeDevice(*fake_);
+  constexpr uint64_t kLen = 1 << 20, kDst = 0x100000;
+  for (uint64_t p = 0; p < kLen; p += 0x1000) fake_->Map(kDst + p, kDst + p, kDmaRead | kDmaWrite);
+  const uint32_t entry[4] = {0xfee00000, 0, 0x4242, 0};
+  d->msix()->table().IoWrite(0, reinterpret_cast<const uint8_t*>(entry), 16);
+  SetConfig16(*d, d->msix()->offset() + PciMsix::kControl, PciMsix::kControlEnable);
+  fake_->set_translate_delay(absl::Milliseconds(2));  // 256 pages: > 0.5 s
+  d->WriteReg(kRegPattern, 0xababababababababull);
+  d->WriteReg(kRegDst, kDst);
+  d->WriteReg(kRegLen, kLen);
+  d->WriteReg(kRegCtrl, kOpFill | kCtrlIrq);
+  d->WriteReg(kRegDoorbell, kDoorbellStart);
+  while (d->ReadReg(kRegBytesDone) < 0x4000) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_TRUE(d->ReadReg(kRegStatus) & kStatusBusy);
+
+  const absl::Time start = absl::Now();
+  InitiateFlr(*d);
+  const absl::Duration flr_time = absl::Now() - start;
+  const std::vector<uint8_t> after_flr = Bytes(kDst, kLen);
+  const int translations = fake_->translations();
+
+  EXPECT_LT(flr_time, absl::Milliseconds(500)) << "the vCPU is not held for the rest of the job";
+  EXPECT_TRUE(d->WaitIdle(absl::Milliseconds(1)));
+  EXPECT_EQ(d->ReadReg(kRegStatus), 0u) << "the aborted job leaves no status";
+  EXPECT_EQ(d->ReadReg(kRegBytesDone), 0u);
+  absl::SleepFor(absl::Milliseconds(50));  // the job would have written ~25 more pages by now
+  EXPECT_EQ(Bytes(kDst, kLen), after_flr) << "no DMA after the FLR";
+  EXPECT_EQ(fake_->translations(), translations) << "no request after the FLR";
+  EXPECT_EQ(after_flr[kLen - 1], 0) << "the job was cut short";
+  EXPECT_EQ(after_flr[0], 0xab);
+  EXPECT_TRUE(msi_.msis().empty()) << "no completion interrupt";
+  EXPECT_EQ(d->ReadReg(kRegStatus), 0u);
+}
+
+TEST_F(DmaTestDeviceTest, FlrCancelsPageRequestWait) {
+  DmaTestDeviceOptions o;
+  o.page_response_timeout = absl::Seconds(60);
+  auto d = MakeDevice(*fake_, o);
+  EnablePri(*d);
+  fake_->set_policy(FakeDmaSpace::Policy::kNoResponse);
+  d->WriteReg(kRegDst, 0x3000);
+  d->WriteReg(kRegLen, 8);
+  d->WriteReg(kRegCtrl, kOpFill);
+  d->WriteReg(kRegDoorbell, kDoorbellStart);
+  while (d->ReadReg(kRegPageRequests) == 0) absl::SleepFor(absl::Milliseconds(1));
+  const uint16_t pri_status = d->cap_offsets().pri + pri::kStatus;
+  EXPECT_FALSE(Config(*d, pri_status, 2) & pri::kStatusStopped);
+  const absl::Time start = absl::Now();
+  InitiateFlr(*d);
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(500));
+  EXPECT_TRUE(d->WaitIdle(absl::Milliseconds(1)));
+  EXPECT_EQ(Config(*d, d->cap_offsets().pri + pri::kControl, 2), 0u);
+  EXPECT_EQ(Config(*d, d->cap_offsets().pri + pri::kAllocation, 4), 0u);
+  EXPECT_EQ(Config(*d, pri_status, 2), pri::kStatusStopped | pri::kStatusPrgResponsePasidRequired);
+  EXPECT_EQ(d->ReadReg(kRegStatus), 0u);
+  EXPECT_EQ(d->ReadReg(kRegPageRequests), 0u);
+  EXPECT_EQ(fake_->requests().size(), 1u);
+}
+
+TEST_F(DmaTestDeviceTest, FlrRacingWithJobsAndDoorbells) {
+  auto d = MakeDevice(*identity_);
+  std::atomic<bool> stop{false};
+  std::thread guest([&] {
+    while (!stop.load()) {
+      SetConfig16(*d, pci::kCommand, pci::kCommandMemory | pci::kCommandBusMaster);
+      d->WriteReg(kRegDst, 0x200000);
+      d->WriteReg(kRegLen, 64 << 10);
+      d->WriteReg(kRegCtrl, kOpFill | kCtrlIrq);
+      d->WriteReg(kRegDoorbell, kDoorbellStart);
+      std::this_thread::yield();
+    }
+  });
+  for (int i = 0; i < 50; ++i) {
+    InitiateFlr(*d);
+    absl::SleepFor(absl::Microseconds(200));
+  }
+  stop = true;
+  guest.join();
+  InitiateFlr(*d);
+  EXPECT_TRUE(d->WaitIdle(absl::Seconds(1)));
+  EXPECT_EQ(Registers(*d)[kRegStatus / 8], 0u);
+  SetConfig16(*d, pci::kCommand, pci::kCommandBusMaster);
+  EXPECT_EQ(Run(*d, kOpFill, 0, 0x300000, 16) & (kStatusDone | kStatusError), kStatusDone);
 }
 
 }  // namespace

@@ -43,7 +43,9 @@ struct RegionInfo {
   uint32_t flags = 0;  // VFIO_REGION_INFO_FLAG_READ/WRITE/MMAP
   uint64_t size = 0;
   // Parts of the region that may be mmapped: the whole region when flags has MMAP and there is no
-  // sparse-mmap capability, else the capability's areas (vfio-pci excludes the MSI-X table page).
+  // sparse-mmap capability, else the capability's areas. (vfio-pci 6.12 lets the whole BAR be
+  // mmapped, MSI-X table included, and says so with VFIO_REGION_INFO_CAP_MSIX_MAPPABLE; other
+  // drivers may exclude pages with a sparse-mmap capability. Callers keep the table trapped.)
   std::vector<MmapArea> mmap_areas;
   bool readable() const { return flags & (1u << 0); }
   bool writable() const { return flags & (1u << 1); }

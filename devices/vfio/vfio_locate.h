@@ -10,7 +10,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "devices/vfio/vfio_device_ops.h"
 
@@ -52,5 +54,13 @@ absl::StatusOr<int> OpenIommufd(const LocateOptions& options = {});
 // viable (other devices of the group bound to host drivers, listed from sysfs).
 absl::Status ExplainBindError(const absl::Status& bind_error, int err, const LocatedDevice& device,
                               const LocateOptions& options = {});
+// Same, with the errno taken from `bind_error` (VfioCdev attaches it; see StatusErrno in
+// vfio_cdev.h). Without one the status is passed through, naming the device.
+absl::Status ExplainBindError(const absl::Status& bind_error, const LocatedDevice& device,
+                              const LocateOptions& options = {});
+
+// Checks and normalises a PCI address: "DDDD:BB:DD.F" (domain 4-8 hex digits, or omitted for
+// 0000), device 00-1f, function 0-7, any case → "0000:00:02.0". InvalidArgument naming the problem.
+absl::StatusOr<std::string> NormalizePciAddress(std::string_view text);
 
 }  // namespace ionest::vfio

@@ -43,6 +43,7 @@ producer() {
     guest-bin/*) echo "guest-tests/programs/build-programs.sh" ;;
     guest-modules/*) echo "guest-tests/modules/build-modules.sh" ;;
     guest-ksft/*) echo "guest-tests/kselftests/build-kselftests.sh" ;;
+    guest-passthrough/*) echo "make build, then guest-tests/passthrough/bundle-testbed.sh build" ;;
     kernel/*) echo "guest-tests/build-kernel.sh" ;;
     *) echo "make guest-payload" ;;
   esac

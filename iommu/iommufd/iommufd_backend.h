@@ -54,7 +54,8 @@ class IommufdBackend {
   void OnDeviceDetaching(uint32_t dev_id);
 
   bool ram_mapped() const { return mapped_; }
-  // Reserved IOVA ranges (complement of the allowed ranges) as last read; for logs and docs.
+  // Reserved IOVA ranges (complement of the allowed ranges) as read by the last successful
+  // OnDeviceAttached; for logs and docs.
   const std::vector<IovaRange>& reserved_ranges() const { return reserved_; }
   const std::map<uint32_t, HostIommuInfo>& host_info() const { return info_; }
   // One line for the start-up log: IOAS id, bytes mapped, reserved ranges, host IOMMU type/caps.

@@ -3,8 +3,10 @@
 // test double (testing/fake_iommufd.h) models objects, mappings and reserved ranges in memory so
 // IommufdBackend's logic is unit-tested without a kernel.
 //
-// Errors are absl::Status naming the ioctl and errno, e.g. "IOMMU_IOAS_MAP [0x0, +0x800000):
-// Cannot allocate memory (errno 12)". Thread safety: none; the owner serialises calls.
+// Errors are absl::Status naming the ioctl, its arguments and errno, e.g. "IOMMU_IOAS_MAP ioas 2
+// iova [0x0, +0x800000) ...: Cannot allocate memory (errno 12)"; the status code follows the errno
+// (absl::ErrnoToStatusCode), so ENOENT is NotFound, EEXIST AlreadyExists, EINVAL InvalidArgument.
+// Thread safety: none; the owner serialises calls.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +33,11 @@ struct HostIommuInfo {
   uint64_t vtd_cap = 0;
   uint64_t vtd_ecap = 0;
   uint32_t vtd_flags = 0;
+  // Added with the kernel backend (last, so positional initialisers keep working):
+  // out_max_pasid_log2, the host's PASID width (0: no PASID), which the nesting backend (issue 9)
+  // needs next to the VT-d registers; 0 on kernels without the field.
+  uint8_t max_pasid_log2 = 0;
+  bool operator==(const HostIommuInfo&) const = default;  // added: tests and de-duplicated logs
 };
 
 class IommufdOps {

@@ -3,6 +3,8 @@
 // pci_enable_pasid / pci_enable_ats / pci_enable_pri make before enabling.
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "devices/pci_layout.h"
 #include "devices/pci_regs.h"
@@ -100,6 +102,53 @@ TEST_F(PciProbeTest, CapabilitiesAsLinuxFindsThem) {
   EXPECT_EQ(Ecam(pri + 4, 2), 1u);
   EXPECT_FALSE(Ecam(pri + 6, 2) & (1u << 8)) << "Stopped clears while enabled";
   EXPECT_EQ(Ecam(pri + 0xc), 0x20u);
+}
+
+TEST_F(PciProbeTest, FunctionLevelResetAsLinuxDoesIt) {
+  // pcie_flr (drivers/pci/pci.c, 6.12): DEVCAP.FLR, DEVSTA.TransPend clear, DEVCTL |= BCR_FLR, then
+  // poll config space until it does not read all-ones, then pci_restore_state.
+  const uint16_t exp = FindCap(pci::kCapIdPcie);
+  const uint16_t ats = FindExtCap(pci::kExtCapIdAts);
+  ASSERT_NE(exp, 0);
+  ASSERT_NE(ats, 0);
+  EXPECT_TRUE(Ecam(exp + 0x04) & (1u << 28)) << "DEVCAP Function Level Reset Capability";
+  EXPECT_EQ(Ecam(exp + 0x0a, 2) & (1u << 5), 0u) << "no transactions pending";
+  const uint32_t saved[5] = {Ecam(pci::kBar0), Ecam(pci::kBar0 + 4), Ecam(pci::kBar0 + 8), Ecam(pci::kBar0 + 12),
+                             Ecam(pci::kCommand, 2)};
+  m_->EnableBusMaster();
+  m_->EnableAts();
+  m_->ProgramMsix(0, 0xfee00000, 0x31);
+  m_->DevWrite(kRegPattern, 0x0102030405060708ull);
+  ASSERT_TRUE(m_->RunJob(kOpFill, 0, TestMachine::kDataBase, 64).done());
+  const std::optional<uint64_t> bar2 = m_->device().BarMappedAt(2);
+  ASSERT_TRUE(bar2.has_value());
+
+  EcamWrite16(exp + 0x08, static_cast<uint16_t>(Ecam(exp + 0x08, 2) | 1u << 15));
+
+  EXPECT_NE(Ecam(pci::kCommand, 2), 0xffffu) << "the function answers right away";
+  EXPECT_EQ(Ecam(exp + 0x08, 2) & (1u << 15), 0u);
+  EXPECT_EQ(Ecam(pci::kCommand, 2), 0u);
+  EXPECT_EQ(Ecam(pci::kBar0), pci::kBarMem64);
+  EXPECT_EQ(Ecam(pci::kBar0 + 8), pci::kBarMem64);
+  EXPECT_EQ(Ecam(ats + 6, 2), 0u);
+  EXPECT_EQ(Ecam(m_->device().msix()->offset() + PciMsix::kControl, 2) & PciMsix::kControlEnable, 0u);
+  EXPECT_FALSE(m_->device().BarMappedAt(0).has_value());
+  EXPECT_EQ(m_->DevRead(kRegId), ~uint64_t{0}) << "BAR0 no longer decodes";
+
+  // pci_restore_state: BARs and Command as saved; the device is back at its reset values.
+  for (unsigned i = 0; i < 4; ++i) m_->ConfigWrite(static_cast<uint16_t>(pci::kBar0 + 4 * i), saved[i], 4);
+  m_->ConfigWrite(pci::kCommand, saved[4], 2);
+  m_->EnableBusMaster();
+  EXPECT_EQ(m_->DevRead(kRegId), kIdValue);
+  EXPECT_EQ(m_->DevRead(kRegPattern), 0u);
+  EXPECT_EQ(m_->DevRead(kRegStatus), 0u);
+  uint8_t entry[16];
+  ASSERT_TRUE(m_->mmio().Read(*bar2, entry, 16));
+  EXPECT_EQ(entry[8], 0u) << "MSI-X message data cleared";
+  EXPECT_EQ(entry[12], PciMsix::kEntryVectorControlMasked);
+  m_->DevWrite(kRegPattern, 0x1111111111111111ull);
+  EXPECT_TRUE(m_->RunJob(kOpFill, 0, TestMachine::kDataBase + 0x1000, 8).done());
+  EXPECT_EQ(m_->Bytes(TestMachine::kDataBase + 0x1000, 8), std::vector<uint8_t>(8, 0x11));
 }
 
 }  // namespace

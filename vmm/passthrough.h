@@ -1,0 +1,62 @@
+// A VM's passthrough devices and their iommufd context (issue 8, no vIOMMU): opens /dev/iommu,
+// allocates the IOAS over guest RAM, and for each `--device vfio,...` locates the host function,
+// opens its VFIO cdev, binds it to the iommufd, attaches it to the IOAS, maps guest RAM (after the
+// first attach, when the host's reserved IOVA ranges are known) and builds the guest-facing
+// VfioPciDevice. Used by the Machine and by the passthrough test bed (the same code path).
+//
+// Failure at any step releases everything opened so far (devices closed, so unbound and detached;
+// IOAS unmapped and destroyed; /dev/iommu closed) and returns one error naming the device, the
+// cause and the fix. Destruction releases devices first, then the IOAS.
+//
+// Thread safety: Open and the destructor on the machine's main thread; devices as PciDevice.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "devices/vfio/vfio_locate.h"
+#include "devices/vfio/vfio_pci_device.h"
+#include "iommu/iommufd/iommufd_backend.h"
+
+namespace ionest {
+
+struct PassthroughRequest {
+  vfio::VfioDeviceSpec spec;
+  std::string name;  // for messages and the PCI device name, e.g. "vfio@02.0"
+};
+
+class Passthrough {
+ public:
+  static absl::StatusOr<std::unique_ptr<Passthrough>> Open(const std::vector<PassthroughRequest>& requests,
+                                                          std::vector<iommufd::RamRange> ram,
+                                                          const vfio::LocateOptions& options = {});
+  ~Passthrough();
+  Passthrough(const Passthrough&) = delete;
+  Passthrough& operator=(const Passthrough&) = delete;
+
+  size_t size() const { return devices_.size(); }
+  vfio::VfioPciDevice& device(size_t i) { return *devices_[i].device; }
+  const vfio::LocatedDevice& located(size_t i) const { return devices_[i].located; }
+  iommufd::IommufdBackend& backend() { return *backend_; }
+  // Start-up log lines: the iommufd context and one line per device (host BDF, cdev, dev ID).
+  std::string Describe() const;
+  // Resets every device through VFIO (guest reset, VMM exit): no device keeps DMA or interrupts
+  // running for a guest that is gone.
+  void ResetAll();
+
+ private:
+  struct Entry {
+    vfio::LocatedDevice located;
+    uint32_t dev_id = 0;
+    std::unique_ptr<vfio::VfioPciDevice> device;
+  };
+  Passthrough() = default;
+  absl::Status OpenOne(const PassthroughRequest& request, const vfio::LocateOptions& options);
+
+  std::unique_ptr<iommufd::IommufdBackend> backend_;
+  std::vector<Entry> devices_;  // destroyed before backend_ (explicitly, in the destructor)
+};
+
+}  // namespace ionest
