@@ -33,7 +33,7 @@ CMAKE_VARS := -DIONEST_GUEST_KERNEL=$(KERNEL) -DIONEST_GUEST_INITRD_DIR=$(INITRD
 PAYLOAD_SCRIPTS := guest-tests/modules/build-modules.sh guest-tests/programs/build-programs.sh \
   guest-tests/pcitest/build-pcitest.sh guest-tests/kselftests/build-kselftests.sh
 
-.PHONY: all setup kernel debian-kernel guest-payload passthrough-payload initramfs configure build fuzz-build run test bench-guest
+.PHONY: test-opt-in all setup kernel debian-kernel guest-payload passthrough-payload initramfs configure build fuzz-build run test bench-guest
 all: build
 
 setup:
@@ -96,6 +96,14 @@ run: setup kernel initramfs build
 # lines from $(BUILD)/guest-results (run `ctest --test-dir $(BUILD) -L guest` first for those).
 bench-guest: kernel initramfs build
 	scripts/bench-guest.sh -b $(BUILD)
+
+# Guest suites marked OPT_IN=1 in their suite.conf (not part of `make test` until they have passed on
+# a machine with KVM): OPT_IN_SUITES=passthrough make test-opt-in
+OPT_IN_SUITES ?= passthrough
+test-opt-in: setup kernel initramfs build
+	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_VARS) "-DIONEST_OPT_IN_SUITES=$(OPT_IN_SUITES)"
+	for s in $(OPT_IN_SUITES); do ctest --test-dir $(BUILD) -R "^guest_$$s\$$" -V || exit 1; done
+	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_VARS) -DIONEST_OPT_IN_SUITES=
 
 # Runs every label in $(BUILD) and the fuzzers in $(FUZZ_BUILD), then prints one
 # line summing CTest tests and guest KTAP cases (scripts/summarize-tests.py).

@@ -16,37 +16,50 @@ absl::Status Annotate(const absl::Status& s, const std::string& what) {
 
 }  // namespace
 
+PassthroughHost PassthroughHost::Real(const vfio::LocateOptions& options) {
+  PassthroughHost h;
+  h.locate = [options](const vfio::VfioDeviceSpec& spec) { return vfio::LocateVfioDevice(spec, options); };
+  h.open_iommufd = [options]() -> absl::StatusOr<std::unique_ptr<iommufd::IommufdOps>> {
+    absl::StatusOr<int> fd = vfio::OpenIommufd(options);
+    if (!fd.ok()) return fd.status();
+    return iommufd::OpenKernelIommufd(*fd);  // owns the fd from here (closes it on error too)
+  };
+  h.open_device = [options](const vfio::LocatedDevice& d) { return vfio::OpenVfioCdev(d, options); };
+  h.explain_bind_error = [options](const absl::Status& s, const vfio::LocatedDevice& d) {
+    return vfio::ExplainBindError(s, d, options);
+  };
+  return h;
+}
+
 absl::StatusOr<std::unique_ptr<Passthrough>> Passthrough::Open(const std::vector<PassthroughRequest>& requests,
                                                                std::vector<iommufd::RamRange> ram,
-                                                               const vfio::LocateOptions& options) {
+                                                               const PassthroughHost& host) {
   std::unique_ptr<Passthrough> p(new Passthrough());
   if (requests.empty()) return absl::InvalidArgumentError("no passthrough devices requested");
   // Locate every device before opening anything: the cheapest errors first, nothing to undo.
   for (const PassthroughRequest& r : requests) {
-    absl::StatusOr<vfio::LocatedDevice> where = vfio::LocateVfioDevice(r.spec, options);
+    absl::StatusOr<vfio::LocatedDevice> where = host.locate(r.spec);
     if (!where.ok()) return Annotate(where.status(), r.name);
   }
-  absl::StatusOr<int> fd = vfio::OpenIommufd(options);
-  if (!fd.ok()) return fd.status();
-  absl::StatusOr<std::unique_ptr<iommufd::IommufdOps>> ops = iommufd::OpenKernelIommufd(*fd);
-  if (!ops.ok()) return ops.status();  // OpenKernelIommufd owns (and closed) the fd
+  absl::StatusOr<std::unique_ptr<iommufd::IommufdOps>> ops = host.open_iommufd();
+  if (!ops.ok()) return ops.status();
   absl::StatusOr<std::unique_ptr<iommufd::IommufdBackend>> backend =
       iommufd::IommufdBackend::Create(std::move(*ops), std::move(ram));
   if (!backend.ok()) return Annotate(backend.status(), "iommufd");
   p->backend_ = std::move(*backend);
   for (const PassthroughRequest& r : requests) {
-    if (absl::Status s = p->OpenOne(r, options); !s.ok()) return Annotate(s, r.name);  // ~Passthrough undoes
+    if (absl::Status s = p->OpenOne(r, host); !s.ok()) return Annotate(s, r.name);  // ~Passthrough undoes
   }
   return p;
 }
 
-absl::Status Passthrough::OpenOne(const PassthroughRequest& request, const vfio::LocateOptions& options) {
-  absl::StatusOr<vfio::LocatedDevice> where = vfio::LocateVfioDevice(request.spec, options);
+absl::Status Passthrough::OpenOne(const PassthroughRequest& request, const PassthroughHost& host) {
+  absl::StatusOr<vfio::LocatedDevice> where = host.locate(request.spec);
   if (!where.ok()) return where.status();
-  absl::StatusOr<std::unique_ptr<vfio::VfioDeviceOps>> ops = vfio::OpenVfioCdev(*where, options);
+  absl::StatusOr<std::unique_ptr<vfio::VfioDeviceOps>> ops = host.open_device(*where);
   if (!ops.ok()) return ops.status();
   absl::StatusOr<uint32_t> dev_id = (*ops)->BindIommufd(backend_->fd());
-  if (!dev_id.ok()) return vfio::ExplainBindError(dev_id.status(), *where, options);
+  if (!dev_id.ok()) return host.explain_bind_error(dev_id.status(), *where);
   // From here on, closing the cdev (destroying *ops) unbinds and detaches the device.
   if (absl::Status s = (*ops)->AttachPt(backend_->ioas_id()); !s.ok()) {
     return Annotate(s, absl::StrFormat("attaching %s to IOAS %u", where->cdev_path, backend_->ioas_id()));

@@ -11,6 +11,7 @@
 // Thread safety: Open and the destructor on the machine's main thread; devices as PciDevice.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,17 @@
 
 namespace ionest {
 
+// Where Passthrough gets its host objects. Default: the real host (vfio_locate + the kernel
+// iommufd); tests substitute doubles (e.g. a loopback VFIO device over an emulated function and a
+// fake iommufd) to run the whole stack without a kernel.
+struct PassthroughHost {
+  std::function<absl::StatusOr<vfio::LocatedDevice>(const vfio::VfioDeviceSpec&)> locate;
+  std::function<absl::StatusOr<std::unique_ptr<iommufd::IommufdOps>>()> open_iommufd;
+  std::function<absl::StatusOr<std::unique_ptr<vfio::VfioDeviceOps>>(const vfio::LocatedDevice&)> open_device;
+  std::function<absl::Status(const absl::Status&, const vfio::LocatedDevice&)> explain_bind_error;
+  static PassthroughHost Real(const vfio::LocateOptions& options = {});
+};
+
 struct PassthroughRequest {
   vfio::VfioDeviceSpec spec;
   std::string name;  // for messages and the PCI device name, e.g. "vfio@02.0"
@@ -31,7 +43,7 @@ class Passthrough {
  public:
   static absl::StatusOr<std::unique_ptr<Passthrough>> Open(const std::vector<PassthroughRequest>& requests,
                                                           std::vector<iommufd::RamRange> ram,
-                                                          const vfio::LocateOptions& options = {});
+                                                          const PassthroughHost& host = PassthroughHost::Real());
   ~Passthrough();
   Passthrough(const Passthrough&) = delete;
   Passthrough& operator=(const Passthrough&) = delete;
@@ -53,7 +65,7 @@ class Passthrough {
     std::unique_ptr<vfio::VfioPciDevice> device;
   };
   Passthrough() = default;
-  absl::Status OpenOne(const PassthroughRequest& request, const vfio::LocateOptions& options);
+  absl::Status OpenOne(const PassthroughRequest& request, const PassthroughHost& host);
 
   std::unique_ptr<iommufd::IommufdBackend> backend_;
   std::vector<Entry> devices_;  // destroyed before backend_ (explicitly, in the destructor)

@@ -404,7 +404,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Transfer(const Job& job, uint64_t addr, uin
     // smaller group, so several devices sharing a full queue converge.
     if (requests_for_page > 0 &&
         !SleepAbortable(job, std::min(options_.min_retry_backoff * (1 << std::min(requests_for_page - 1, 20u)),
-                                 options_.max_retry_backoff)))
+                                      options_.max_retry_backoff)))
       return {kErrAborted, fault.iova, info};
     // PCIe 6.0 §10.5.2.5: no more outstanding requests than the Outstanding Page Request Allocation.
     uint64_t budget = std::min<uint64_t>(config().Get32(caps_.pri + pri::kAllocation), options_.max_group_requests);

@@ -558,6 +558,8 @@ VfioPciDevice::~VfioPciDevice() {
     absl::MutexLock l(&irq_mu_);
     StopInterruptsLocked();
   }
+  // Command 0: the BARs leave the buses before the windows and mappings behind them go away.
+  ResetFunction();
   {
     absl::MutexLock l(&decode_mu_);
     host_memory_enabled_ = false;
@@ -656,6 +658,8 @@ void VfioPciDevice::NoteConfigError(const char* what, const absl::Status& s) {
 // ---- Interrupts -----------------------------------------------------------------------------
 
 void VfioPciDevice::UpdateInterrupts() {
+  // Decided under irq_mu_ so that, of racing config writes, the last one to get here wins.
+  absl::MutexLock l(&irq_mu_);
   uint32_t want = kNoIrq;
   unsigned count = 0;
   if (msix() && msix()->enabled()) {
@@ -667,7 +671,6 @@ void VfioPciDevice::UpdateInterrupts() {
     want = kIrqMsi;
     count = std::min<unsigned>(host_msi_count_, 1u << std::min(mme, 5u));
   }
-  absl::MutexLock l(&irq_mu_);
   if (want == host_irq_index_ && count == host_irq_count_) return;
   StopInterruptsLocked();
   if (want == kNoIrq) return;
@@ -747,7 +750,13 @@ absl::Status VfioPciDevice::Reset(bool keep_bars) {
   auto restore = [&](uint16_t off, uint16_t len) {
     for (uint32_t k = off; k < uint32_t{off} + len && k < power_on_.size(); ++k) config().Set8(k, power_on_[k]);
   };
-  if (pcie_) restore(pcie_, pcie::kCapSize);
+  if (pcie_) {
+    if (keep_bars) {
+      ResetPcieCapabilityForFlr(config(), pcie_);  // §6.6.2: Max_Payload_Size, Aux Power PM kept
+    } else {
+      restore(pcie_, pcie::kCapSize);  // conventional reset: everything
+    }
+  }
   if (ats_) restore(ats_, ats::kCapSize);
   if (pri_) restore(pri_, pri::kCapSize);
   if (pasid_) restore(pasid_, pasid::kCapSize);

@@ -26,8 +26,9 @@
 // sink: the emulated IOMMU's interrupt remapping when it is on, else KVM.
 //
 // Reset: Reset() (guest reset, FLR) resets the device through VFIO and the emulated state to its
-// power-on values. Destruction disables the host interrupts, stops the thread, unmaps the BARs;
-// the VfioDeviceOps (and its fd) is released after that.
+// power-on values. Destruction disables the host interrupts, stops the thread, turns decoding off
+// (the BARs leave the buses), unmaps the BARs; the VfioDeviceOps (and its fd) is released after
+// that. Not virtualised: the expansion ROM (reads as absent) and INTx (Interrupt Pin 0).
 //
 // Host errors while forwarding (BAR accesses, config write-through) never reach the guest as
 // anything but all-ones reads / dropped writes; they are counted and logged once per kind.
@@ -68,7 +69,9 @@ class VfioPciDevice final : public PciDevice {
   ~VfioPciDevice() override;
 
   // Device reset through VFIO + emulated config state back to reset values (BARs keep their
-  // addresses only if `keep_bars`, as after an FLR; a guest reset clears them).
+  // addresses only if `keep_bars`, as after an FLR; a guest reset clears them). Host interrupts are
+  // disabled first. The emulated state is reset even when the host reset fails or the device has
+  // no reset method (FailedPrecondition); the error is returned.
   absl::Status Reset(bool keep_bars = true);
 
   VfioDeviceOps& ops() { return *ops_; }

@@ -198,6 +198,20 @@ TEST_F(VfioPciDeviceTest, MmapAreasUseMappingsTheRestPreadPwrite) {
   EXPECT_EQ(fake->region_reads(2), r2 + 1);
 }
 
+TEST_F(VfioPciDeviceTest, MsixTableStaysTrappedWhenTheWholeBarIsMappable) {
+  FakeDeviceSpec spec;
+  spec.bar2_msix_mappable = true;
+  Make(spec);
+  MapBars();
+  const uint64_t w2 = fake->region_writes(2);
+  ProgramMsixEntry(0, 0xFEE01000, 0x4041, /*masked=*/false);
+  EXPECT_EQ(MmioRead(kBar2Addr, 4), 0xFEE01000u);
+  EXPECT_EQ(fake->BarPeek(2, 0, 8), 0u);  // the host table is untouched
+  MmioWrite(kBar2Addr + 0x900, 0x12345678, 4);  // next to the table: through the mapping
+  EXPECT_EQ(fake->BarPeek(2, 0x900, 4), 0x12345678u);
+  EXPECT_EQ(fake->region_writes(2), w2);
+}
+
 TEST_F(VfioPciDeviceTest, WithoutMmapEverythingGoesThroughPreadPwrite) {
   FakeDeviceSpec spec;
   spec.bar0_mmap = false;
@@ -482,12 +496,13 @@ TEST_F(VfioPciDeviceTest, FlrResetsDeviceAndEmulatedState) {
   SetCfg(dev->ats_offset() + ats::kControl, ats::kControlEnable, 2);
   const uint16_t p = *dev->config().FindCapability(kCapIdPcie);
   EXPECT_TRUE(Cfg(p + pcie::kDevCap) & pcie::kDevCapFlr);
+  SetCfg(p + pcie::kDevCtl, 0x1 << 5, 2);  // Max_Payload_Size 256 B
   SetCfg(p + pcie::kDevCtl, Cfg(p + pcie::kDevCtl, 2) | pcie::kDevCtlInitiateFlr, 2);
   EXPECT_EQ(fake->reset_calls(), 1);
   EXPECT_EQ(fake->disable_irq_calls(), std::vector<uint32_t>{kIrqMsix});
   EXPECT_EQ(fake->enabled_irq_index(), std::nullopt);
   EXPECT_FALSE(dev->msix()->enabled());
-  EXPECT_EQ(Cfg(p + pcie::kDevCtl, 2) & pcie::kDevCtlInitiateFlr, 0u);
+  EXPECT_EQ(Cfg(p + pcie::kDevCtl, 2), (pcie::kDevCtlResetValue & ~pcie::kDevCtlMaxPayloadMask) | 0x1u << 5);
   EXPECT_EQ(Cfg(kCommand, 2), 0u);
   EXPECT_EQ(fake->GetConfig(kCommand, 2) & 0x7, 0u);
   EXPECT_EQ(Cfg(dev->ats_offset() + ats::kControl, 2), 0u);

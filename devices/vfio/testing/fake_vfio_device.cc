@@ -127,7 +127,11 @@ std::unique_ptr<FakeVfioDevice> FakeVfioDevice::Typical(const FakeDeviceSpec& s)
   if (s.bar0_mmap) bar0.mmap_areas.push_back({0, s.bar0_size});
   d->SetRegion(bar0);
   RegionInfo bar2{2, kFlagRead | kFlagWrite | (s.bar2_mmap ? kFlagMmap : 0), s.bar2_size, {}};
-  if (s.bar2_mmap && s.bar2_size > 0x1000) bar2.mmap_areas.push_back({0x1000, s.bar2_size - 0x1000});
+  if (s.bar2_mmap && s.bar2_msix_mappable) {
+    bar2.mmap_areas.push_back({0, s.bar2_size});
+  } else if (s.bar2_mmap && s.bar2_size > 0x1000) {
+    bar2.mmap_areas.push_back({0x1000, s.bar2_size - 0x1000});
+  }
   d->SetRegion(bar2);
   if (s.io_bar_size) d->SetRegion(RegionInfo{4, kFlagRead | kFlagWrite, s.io_bar_size, {}});
   d->SetRegion(RegionInfo{kConfigRegion, kFlagRead | kFlagWrite, s.pcie ? 4096u : 256u, {}});

@@ -60,6 +60,7 @@ struct FakeDeviceSpec {
   bool bar0_mmap = true;
   uint64_t bar2_size = 0x4000;  // 64-bit prefetchable memory: MSI-X table/PBA, sparse mmap past page 0
   bool bar2_mmap = true;
+  bool bar2_msix_mappable = false;  // vfio-pci 6.12: the whole BAR mmappable, MSI-X page included
   uint32_t io_bar_size = 0;  // BAR4 I/O (pread/pwrite only) when non-zero
   unsigned msix_vectors = 8;  // 0: no MSI-X capability
   unsigned msi_vectors = 0;   // 0: no MSI capability; else a power of two <= 32
