@@ -1,9 +1,5 @@
 #include "devices/vfio/vfio_pci_device.h"
 
-// The vendored uAPI header is not headers_install output: struct vfio_bitmap still says __user.
-#ifndef __user
-#define __user
-#endif
 #include <linux/vfio.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -581,12 +577,12 @@ void VfioPciDevice::OnConfigWrite(uint64_t offset, size_t size) {
   if ((msix() && Touches(offset, end, msix()->offset() + PciMsix::kControl, 2)) ||
       (msi() && Touches(offset, end, msi()->offset() + PciMsi::kControl, 2)))
     UpdateInterrupts();
-  // ATS Control (§10.5.1.3), PASID Control (§7.8.8.3): kept in the emulated copy and written to the
-  // device (vfio-pci 6.12 drops the ATS write, passes the PASID one through raw).
+  // ATS Control (§10.5.1.3): kept in the emulated copy and written to the device (vfio-pci 6.12
+  // drops it: the host IOMMU driver owns ATS). PASID Control (§7.8.8.3) stays emulated only:
+  // vfio-pci hides the capability and would pass a write through raw, letting the guest clear the
+  // PASID Enable the host's IOMMU driver set at probe (Linux: pci_enable_pasid in intel-iommu).
   if (ats_ && Touches(offset, end, ats_ + ats::kControl, 2))
     WriteThrough(ats_ + ats::kControl, host_ats_ + ats::kControl, 2, "writing ATS Control");
-  if (pasid_ && Touches(offset, end, pasid_ + pasid::kControl, 2))
-    WriteThrough(pasid_ + pasid::kControl, host_pasid_ + pasid::kControl, 2, "writing PASID Control");
   if (pri_) {
     if (Touches(offset, end, pri_ + pri::kControl, 2)) {
       const uint16_t ctl = config().Get16(pri_ + pri::kControl);

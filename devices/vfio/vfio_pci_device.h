@@ -11,10 +11,10 @@
 // Complex Integrated Endpoint because ionest puts it on root bus 0 with no Root Port above it, as
 // QEMU does for root-bus passthrough: otherwise Linux would not enable PASID, which needs End-End
 // TLP prefix support on the path); the ATS, PRI and PASID extended capabilities with the
-// host's values. Their control writes are kept in the emulated copy and also written to the device
-// through VFIO: Linux's vfio-pci (6.12) drops writes to ATS/PRI control and hides PASID, because
-// the host IOMMU driver owns their enablement (that is what such a write does on bare metal: the
-// IOMMU driver, not the endpoint's driver, enables them).
+// host's values. ATS and PRI control writes are kept in the emulated copy and also written to the
+// device through VFIO, where Linux's vfio-pci (6.12) drops them: the host IOMMU driver owns their
+// enablement. PASID control stays emulated only: vfio-pci hides PASID and would pass a write
+// through raw, letting the guest clear the PASID Enable the host's IOMMU driver set.
 //
 // BAR access: parts of a BAR that VFIO lets us mmap are accessed through the mapping with the
 // guest's access size; the rest (and every I/O BAR) with pread/pwrite on the region. The MSI-X

@@ -443,20 +443,18 @@ TEST_F(VfioPciDeviceTest, ExtCapControlWritesKeptAndWrittenThrough) {
   SetCfg(dev->pri_offset() + pri::kAllocation, 0x40);
   SetCfg(dev->pri_offset() + pri::kControl, pri::kControlEnable, 2);
   const std::vector<FakeVfioDevice::ConfigWrite> w = fake->config_writes();
-  ASSERT_EQ(w.size(), before + 4);
+  // PASID Control is not written to the device: the host IOMMU driver owns PASID Enable.
+  ASSERT_EQ(w.size(), before + 3);
   EXPECT_EQ(w[before].offset, testing::kFakeAtsCap + ats::kControl);
   EXPECT_EQ(w[before].Value(), ats::kControlEnable | 0x3u);
-  EXPECT_EQ(w[before + 1].offset, testing::kFakePasidCap + pasid::kControl);
-  EXPECT_EQ(w[before + 1].Value(), pasid::kControlEnable | pasid::kControlExec);
-  EXPECT_EQ(w[before + 2].offset, testing::kFakePriCap + pri::kAllocation);
-  EXPECT_EQ(w[before + 2].Value(), 0x40u);
-  EXPECT_EQ(w[before + 3].offset, testing::kFakePriCap + pri::kControl);
+  EXPECT_EQ(w[before + 1].offset, testing::kFakePriCap + pri::kAllocation);
+  EXPECT_EQ(w[before + 1].Value(), 0x40u);
+  EXPECT_EQ(w[before + 2].offset, testing::kFakePriCap + pri::kControl);
   // Emulated copies hold the guest's values, whatever the host did with them.
   EXPECT_EQ(Cfg(dev->ats_offset() + ats::kControl, 2), ats::kControlEnable | 0x3u);
   EXPECT_EQ(Cfg(dev->pasid_offset() + pasid::kControl, 2), pasid::kControlEnable | pasid::kControlExec);
   EXPECT_EQ(fake->GetConfig(testing::kFakeAtsCap + ats::kControl, 2), 0u);  // vfio-pci dropped it
-  EXPECT_EQ(fake->GetConfig(testing::kFakePasidCap + pasid::kControl, 2),
-            pasid::kControlEnable | pasid::kControlExec);  // raw write through
+  EXPECT_EQ(fake->GetConfig(testing::kFakePasidCap + pasid::kControl, 2), 0u);  // host value untouched
   EXPECT_FALSE(Cfg(dev->pri_offset() + pri::kStatus, 2) & pri::kStatusStopped);
   // PRI Reset reads 0; disabling sets Stopped again.
   SetCfg(dev->pri_offset() + pri::kControl, pri::kControlReset, 2);
