@@ -27,8 +27,7 @@ struct CpuFeature {
   int bit;
 };
 
-// Features whose instructions the emulator cannot run (measured; see
-// /work/shared/notes/kvm-on-these-machines.md).
+// Features whose instructions the emulator cannot run (measured; docs/vmm.md).
 const std::vector<CpuFeature>& UnemulatableFeatures();
 // SIMD/crypto extensions used only by SIMD crypto code; cleared when requested.
 const std::vector<CpuFeature>& SimdCryptoFeatures();

@@ -68,8 +68,7 @@ struct MachineOptions {
   std::vector<TestDeviceSpec> devices;    // --device, in order (devfn TestDeviceDevfn(i))
 };
 
-// Parameters that make the minimal guest boot fast on the emulating KVM (see
-// /work/shared/notes/kvm-on-these-machines.md): serial console, no legacy PTYs (pty_init costs
+// Parameters that make the minimal guest boot fast on the emulating KVM (docs/vmm.md): serial console, no legacy PTYs (pty_init costs
 // ~85 s), no IOAPIC timer check, trusted TSC, low-res tick, reboot through the i8042.
 std::string DefaultGuestCmdline();
 

@@ -2,7 +2,7 @@
 // (RC-integrated endpoint by default, DEVCAP Function Level Reset, DEVCAP2 End-End TLP Prefix),
 // ATS with Page Aligned Request, PASID (exec/priv configurable) and PRI (Stopped at reset, PRG
 // Response PASID Required) — the bits Linux 6.12 checks
-// (/work/shared/notes/linux-6.12-vtd-requirements.md §3).
+// (drivers/pci/ats.c, drivers/iommu/intel/iommu.c).
 #pragma once
 
 #include <cstdint>

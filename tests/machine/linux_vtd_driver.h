@@ -1,6 +1,6 @@
 // A guest-side VT-d driver for machine tests: programs the model through its MMIO window exactly in
-// the order and style of Linux 6.12 intel-iommu (see /work/shared/notes/linux-6.12-vtd-requirements.md
-// §2 boot order, §3 CM=1 invalidations, §4 qi_submit_sync, §5 prq_event_thread, dmar_fault).
+// the order and style of Linux 6.12 intel-iommu (drivers/iommu/intel/
+// dmar.c/iommu.c boot order, CM=1 invalidations, qi_submit_sync, prq.c prq_event_thread, dmar_fault).
 // Table/descriptor encoding comes from iommu/vtd/testing (shared with the VT-d unit tests); the
 // register programming, invalidation sequences, fault and page-request handling are this file's.
 // Not thread-safe (one "guest CPU").
