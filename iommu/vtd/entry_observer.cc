@@ -4,11 +4,18 @@ namespace ionest::vtd {
 
 namespace {
 bool SameContext(const ContextEntry& a, const ContextEntry& b) { return a.raw == b.raw && a.scalable == b.scalable; }
+// Faults that mean "no entry" rather than "a malformed entry".
+bool IsAbsent(uint8_t reason) {
+  return reason == kFrRootNotPresent || reason == kFrContextNotPresent || reason == kSmRootNotPresent ||
+         reason == kSmContextNotPresent || reason == kSmPasidDirNotPresent || reason == kSmPasidEntryNotPresent;
+}
+constexpr uint64_t kContextFaultKey = uint64_t{1} << 63;
 }  // namespace
 
 void EntryObserver::Clear() {
   contexts_.clear();
   pasids_.clear();
+  reported_faults_.clear();
 }
 
 std::vector<ContextChange> EntryObserver::ScanContexts(const PhysMemory& memory, const VtdProfile& profile,
@@ -22,9 +29,18 @@ std::vector<ContextChange> EntryObserver::ScanContexts(const PhysMemory& memory,
         contexts_[rid] = *d.entry;
         changes.push_back({rid, d.entry});
       }
-    } else if (it != contexts_.end()) {
-      contexts_.erase(it);
-      changes.push_back({rid, std::nullopt});
+      reported_faults_.erase(kContextFaultKey | rid);
+    } else {
+      std::optional<TableFault> fault;
+      if (!IsAbsent(d.fault.reason)) {
+        auto [f, inserted] = reported_faults_.try_emplace(kContextFaultKey | rid, d.fault.reason);
+        if (inserted || f->second != d.fault.reason) fault = d.fault;
+        f->second = d.fault.reason;
+      }
+      const bool was_valid = it != contexts_.end();
+      if (was_valid) contexts_.erase(it);
+      if (was_valid) changes.push_back({rid, std::nullopt});
+      if (fault) changes.push_back({rid, std::nullopt, fault});
     }
   };
   if (sid_mask == 0xffff || sid_mask == 0xfffb || sid_mask == 0xfff9 || sid_mask == 0xfff8) {
@@ -68,10 +84,19 @@ void EntryObserver::Compare(uint16_t rid, uint32_t pasid, const Decoded<PasidEnt
       pasids_[key] = *d.entry;
       out.push_back({rid, pasid, d.entry});
     }
-  } else if (it != pasids_.end()) {
-    pasids_.erase(it);
-    out.push_back({rid, pasid, std::nullopt});
+    reported_faults_.erase(key);
+    return;
   }
+  std::optional<TableFault> fault;
+  if (!IsAbsent(d.fault.reason)) {
+    auto [f, inserted] = reported_faults_.try_emplace(key, d.fault.reason);
+    if (inserted || f->second != d.fault.reason) fault = d.fault;
+    f->second = d.fault.reason;
+  }
+  const bool was_valid = it != pasids_.end();
+  if (was_valid) pasids_.erase(it);
+  if (was_valid) out.push_back({rid, pasid, std::nullopt});
+  if (fault) out.push_back({rid, pasid, std::nullopt, fault});
 }
 
 std::vector<PasidChange> EntryObserver::ScanPasids(const PhysMemory& memory, const VtdProfile& profile,

@@ -19,11 +19,16 @@ namespace ionest::vtd {
 struct ContextChange {
   uint16_t rid = 0;
   std::optional<ContextEntry> entry;  // nullopt: no longer valid
+  // Set (with no entry) when the entry is present but malformed (reserved bits, unsupported
+  // values): the architected fault, reported once per distinct fault; a valid entry that turns
+  // malformed gives two changes, "gone" then the fault.
+  std::optional<TableFault> fault;
 };
 struct PasidChange {
   uint16_t rid = 0;
   uint32_t pasid = 0;
   std::optional<PasidEntry> entry;
+  std::optional<TableFault> fault;  // as ContextChange::fault
 };
 
 class EntryObserver {
@@ -45,6 +50,9 @@ class EntryObserver {
   void Compare(uint16_t rid, uint32_t pasid, const Decoded<PasidEntry>& d, std::vector<PasidChange>& out);
   absl::flat_hash_map<uint16_t, ContextEntry> contexts_;
   absl::flat_hash_map<uint64_t, PasidEntry> pasids_;  // key rid << 32 | pasid
+  // Malformed entries already reported (same keys; contexts as rid | 1 << 63), so a rescan does
+  // not report them again. Bounded by the scans' read budget.
+  absl::flat_hash_map<uint64_t, uint8_t> reported_faults_;
 };
 
 }  // namespace ionest::vtd

@@ -49,9 +49,15 @@ uint32_t InvalidationQueue::Process(PhysMemory& memory, InvalidationHandler& han
       Error(c, out);
       break;
     }
-    if (d.type() == kDescWait) handler.BeforeWait(out);
-    // BeforeWait may have let other threads run: the queue must still be where we left it.
+    if (d.type() == kDescWait) {
+      if (IqeiCode c = handler.Flush(out); c != kIqeiNone) {
+        Error(c, out);
+        break;
+      }
+    }
+    // Flush may have let other threads run: the queue must still be where we left it.
     if (!enabled_ || (regs_.Get(kFstsReg) & kFstsIqe) || (regs_.Get(kIqhReg) & 0x7fff0) != head) continue;
+    current_head_ = head;
     if (IqeiCode c = handler.Execute(d, out); c != kIqeiNone) {
       Error(c, out);
       break;
@@ -59,6 +65,10 @@ uint32_t InvalidationQueue::Process(PhysMemory& memory, InvalidationHandler& han
     regs_.Set(kIqhReg, (head + dbytes) % qbytes);
     ++count;
     ++processed_;
+  }
+  // Descriptors without a trailing wait take effect too (the guest may poll IQH instead).
+  if (count > 0 && enabled_ && !(regs_.Get(kFstsReg) & kFstsIqe)) {
+    if (IqeiCode c = handler.Flush(out); c != kIqeiNone) Error(c, out);
   }
   return count;
 }

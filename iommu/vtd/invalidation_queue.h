@@ -19,9 +19,12 @@ class InvalidationHandler {
   virtual ~InvalidationHandler() = default;
   // Performs a validated descriptor. Returns kIqeiNone or an error code (reported as IQE).
   virtual IqeiCode Execute(const InvDescriptor& d, Outbox& out) = 0;
-  // Called before a wait descriptor: everything queued so far must have taken effect (device-TLB
-  // invalidations delivered) before its status write / interrupt.
-  virtual void BeforeWait(Outbox& out) {}
+  // Called before a wait descriptor and when the queue has drained: everything executed so far
+  // must have taken effect (device-TLB invalidations delivered, invalidations forwarded to a host
+  // IOMMU) before a wait's status write / interrupt. Returns kIqeiNone, or an error code after the
+  // handler moved IQH back to the descriptor that could not take effect (reported as IQE there,
+  // §6.5.2.10, where Linux's qi_check_fault looks for it).
+  virtual IqeiCode Flush(Outbox& out) { return kIqeiNone; }
 };
 
 class InvalidationQueue {
@@ -39,6 +42,8 @@ class InvalidationQueue {
   uint32_t DescriptorBytes() const;  // 16 or 32
 
   uint64_t processed() const { return processed_; }
+  // IQH offset of the descriptor being executed (valid inside InvalidationHandler::Execute).
+  uint64_t current_head() const { return current_head_; }
 
  private:
   void Error(IqeiCode code, Outbox& out);
@@ -48,6 +53,7 @@ class InvalidationQueue {
   const uint32_t mamv_;
   bool enabled_ = false;
   uint64_t processed_ = 0;
+  uint64_t current_head_ = 0;
 };
 
 }  // namespace ionest::vtd

@@ -40,7 +40,7 @@ class VtdIommu::QueueHandler final : public InvalidationHandler {
   IqeiCode Execute(const InvDescriptor& d, Outbox& out) override ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return iommu_.ExecuteDescriptor(d, out);
   }
-  void BeforeWait(Outbox& out) override ABSL_NO_THREAD_SAFETY_ANALYSIS { iommu_.DeliverUnlocked(out); }
+  IqeiCode Flush(Outbox& out) override ABSL_NO_THREAD_SAFETY_ANALYSIS { return iommu_.FlushInvalidations(out); }
 
  private:
   VtdIommu& iommu_;
@@ -91,7 +91,17 @@ void VtdIommu::RemoveListener(VtdListener* listener) {
 }
 
 void VtdIommu::Reset() {
-  absl::MutexLock l(&mu_);
+  std::vector<VtdListener*> listeners;
+  {
+    absl::MutexLock l(&mu_);
+    ResetLocked();
+    listeners = listeners_;
+  }
+  for (VtdListener* l : listeners) l->OnReset();
+}
+
+void VtdIommu::ResetLocked() {
+  forward_batch_.clear();
   regs_.Reset();
   faults_.Reset();
   queue_.SetEnabled(false);
@@ -235,8 +245,13 @@ void VtdIommu::HandleGcmd(uint32_t v, Outbox& out) {
     }
   }
   // WBF: nothing is write-buffered; WBFS stays clear.
+  const bool was_enabled = translation_.enabled;
   translation_.enabled = v & kGcmdTe;
   set(kGcmdTe, translation_.enabled);
+  if (was_enabled != translation_.enabled) {
+    const bool enabled = translation_.enabled;
+    for (VtdListener* l : listeners_) out.calls.push_back([l, enabled] { l->OnTranslationEnable(enabled); });
+  }
   bool qie = profile_.qi && (v & kGcmdQie);
   if (qie != queue_.enabled()) queue_.SetEnabled(qie);
   set(kGcmdQie, qie);
@@ -265,7 +280,45 @@ void VtdIommu::ProcessQueue(Outbox& out) {
 }
 
 void VtdIommu::NotifyInvalidation(const InvDescriptor& d, Outbox& out) {
+  if (listeners_.empty()) return;
   for (VtdListener* l : listeners_) out.calls.push_back([l, d] { l->OnInvalidation(d); });
+  if (d.type() == kDescWait) return;  // a wait ends a batch; it is not part of one
+  std::optional<uint64_t> head;
+  if (queue_busy_) head = queue_.current_head();
+  forward_batch_.push_back({d, head});
+}
+
+IqeiCode VtdIommu::FlushInvalidations(Outbox& out) {
+  DeliverUnlocked(out);
+  if (forward_batch_.empty()) return kIqeiNone;
+  std::vector<ForwardedDescriptor> batch;
+  std::swap(batch, forward_batch_);
+  std::vector<InvDescriptor> descriptors;
+  descriptors.reserve(batch.size());
+  for (const ForwardedDescriptor& f : batch) descriptors.push_back(f.descriptor);
+  std::vector<VtdListener*> listeners = listeners_;
+  ++stats_.forward_batches;
+  mu_.Unlock();
+  std::optional<size_t> refused;
+  for (VtdListener* l : listeners) {
+    std::optional<size_t> r = l->OnInvalidationBatch(descriptors);
+    if (r && *r < descriptors.size() && (!refused || *r < *refused)) refused = r;
+  }
+  mu_.Lock();
+  if (!refused || !batch[*refused].head || !queue_.enabled()) return kIqeiNone;
+  ++stats_.forward_refusals;
+  // The descriptor the host refused is reported as invalid (IQEI 4); the guest sees IQE at it.
+  regs_.Set(kIqhReg, *batch[*refused].head);
+  return kIqeiReservedField;
+}
+
+void VtdIommu::RecordExternalFault(const FaultInfo& info, const TableFault& fault) {
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    RecordFault(fault, info, out);
+  }
+  Deliver(out);
 }
 
 void VtdIommu::InvalidateContexts(uint8_t g, uint16_t did, uint16_t sid, uint8_t fm, Outbox& out) {
@@ -286,12 +339,8 @@ void VtdIommu::InvalidateContexts(uint8_t g, uint16_t did, uint16_t sid, uint8_t
     }
   }
   if (listeners_.empty()) return;
-  for (ContextChange& c : observer_.ScanContexts(memory_, profile_, translation_.rtaddr, sid, mask)) {
-    for (VtdListener* l : listeners_) out.calls.push_back([l, c] { l->OnContextEntry(c.rid, c.entry); });
-  }
-  for (PasidChange& c : observer_.ScanPasids(memory_, profile_, std::nullopt)) {
-    for (VtdListener* l : listeners_) out.calls.push_back([l, c] { l->OnPasidEntry(c.rid, c.pasid, c.entry); });
-  }
+  for (ContextChange& c : observer_.ScanContexts(memory_, profile_, translation_.rtaddr, sid, mask)) NotifyChange(c, out);
+  for (PasidChange& c : observer_.ScanPasids(memory_, profile_, std::nullopt)) NotifyChange(c, out);
 }
 
 void VtdIommu::InvalidatePasids(uint8_t g, uint16_t did, uint32_t pasid, Outbox& out) {
@@ -306,8 +355,26 @@ void VtdIommu::InvalidatePasids(uint8_t g, uint16_t did, uint32_t pasid, Outbox&
     pasid_cache_.InvalidateAll();
   }
   if (listeners_.empty()) return;
-  for (PasidChange& c : observer_.ScanPasids(memory_, profile_, scope)) {
-    for (VtdListener* l : listeners_) out.calls.push_back([l, c] { l->OnPasidEntry(c.rid, c.pasid, c.entry); });
+  for (PasidChange& c : observer_.ScanPasids(memory_, profile_, scope)) NotifyChange(c, out);
+}
+
+void VtdIommu::NotifyChange(const ContextChange& c, Outbox& out) {
+  for (VtdListener* l : listeners_) {
+    if (c.fault) {
+      out.calls.push_back([l, c] { l->OnEntryFault(c.rid, std::nullopt, *c.fault); });
+    } else {
+      out.calls.push_back([l, c] { l->OnContextEntry(c.rid, c.entry); });
+    }
+  }
+}
+
+void VtdIommu::NotifyChange(const PasidChange& c, Outbox& out) {
+  for (VtdListener* l : listeners_) {
+    if (c.fault) {
+      out.calls.push_back([l, c] { l->OnEntryFault(c.rid, c.pasid, *c.fault); });
+    } else {
+      out.calls.push_back([l, c] { l->OnPasidEntry(c.rid, c.pasid, c.entry); });
+    }
   }
 }
 
@@ -403,6 +470,7 @@ void VtdIommu::RegisterContextInvalidation(Outbox& out) {
     d.qw[0] = kDescContextCache | (uint64_t{g} << 4) | ((v & 0xffff) << 16) | (((v >> 16) & 0xffff) << 32) |
               (((v >> 32) & 3) << 48);
     NotifyInvalidation(d, out);
+    if (!queue_busy_) FlushInvalidations(out);
   }
   regs_.Set(kCcmdReg, (v & ~(1ull << 63) & ~(3ull << 59)) | (uint64_t{actual} << 59));
 }
@@ -428,6 +496,7 @@ void VtdIommu::RegisterIotlbInvalidation(Outbox& out) {
     d.qw[0] = kDescIotlb | (uint64_t{actual} << 4) | (uint64_t{did} << 16);
     d.qw[1] = iva & ~uint64_t{0xf80};
     NotifyInvalidation(d, out);
+    if (!queue_busy_) FlushInvalidations(out);
   }
   regs_.Set(profile_.iotlb_offset(), (v & ~(1ull << 63) & ~(3ull << 57)) | (uint64_t{actual} << 57));
 }

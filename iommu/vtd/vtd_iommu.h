@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -48,11 +49,25 @@ class VtdListener {
   virtual void OnContextEntry(uint16_t rid, const std::optional<ContextEntry>& entry) {}
   // Same for PASID entries, observed at PASID-cache (and context-cache) invalidations.
   virtual void OnPasidEntry(uint16_t rid, uint32_t pasid, const std::optional<PasidEntry>& entry) {}
+  // A present but malformed context (pasid nullopt) or PASID entry seen at an invalidation: the
+  // architected fault hardware would report when a request meets it. Reported once per entry.
+  virtual void OnEntryFault(uint16_t rid, std::optional<uint32_t> pasid, const TableFault& fault) {}
   // Every invalidation descriptor executed (register-based invalidations are reported as the
   // equivalent context-cache / IOTLB descriptor).
   virtual void OnInvalidation(const InvDescriptor& descriptor) {}
   // A page group response the guest issued (QI type 9), after it was routed to the device.
   virtual void OnPageResponse(const PageResponse& response) {}
+  // Invalidation forwarding (issue 9): the descriptors executed since the last call, in queue
+  // order (wait descriptors excluded), handed over before a wait descriptor completes and when the
+  // queue drains, so a host-side backend can forward them in one call before the guest sees the
+  // wait's status. Returns the index in `batch` of the first descriptor the host refused: the
+  // model then reports IQE with IQH at that descriptor (§6.5.2.10) and the wait does not complete.
+  // Register-based invalidations arrive as one-descriptor batches; their result is ignored.
+  virtual std::optional<size_t> OnInvalidationBatch(std::span<const InvDescriptor> batch) { return std::nullopt; }
+  // GCMD.TE changed (§10.4.4): with translation off, DMA is untranslated (guest-physical).
+  virtual void OnTranslationEnable(bool enabled) {}
+  // Platform reset: every entry and queue of the guest is gone (no per-entry notifications follow).
+  virtual void OnReset() {}
 };
 
 struct VtdStats {
@@ -65,6 +80,8 @@ struct VtdStats {
   uint64_t interrupts_remapped = 0;
   uint64_t interrupts_blocked = 0;
   uint64_t wait_write_failures = 0;
+  uint64_t forward_batches = 0;   // batches handed to listeners
+  uint64_t forward_refusals = 0;  // batches a listener refused (IQE reported)
   size_t context_cache = 0;
   size_t pasid_cache = 0;
   size_t iotlb = 0;
@@ -102,6 +119,11 @@ class VtdIommu final : public IoDevice, public MsiSink, public DmaSpaceProvider 
                                  std::optional<std::array<uint64_t, 2>> private_data = std::nullopt)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Records a fault for a requester whose DMA the model does not see (a passthrough device
+  // translated by the host IOMMU): a guest entry that cannot be bound to the host is reported the
+  // way hardware reports it when the device's DMA meets that entry (§7.1-7.3, FPD honoured).
+  void RecordExternalFault(const FaultInfo& info, const TableFault& fault) ABSL_LOCKS_EXCLUDED(mu_);
+
   void AddListener(VtdListener* listener) ABSL_LOCKS_EXCLUDED(mu_);
   void RemoveListener(VtdListener* listener) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -112,6 +134,7 @@ class VtdIommu final : public IoDevice, public MsiSink, public DmaSpaceProvider 
   void Reset() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  void ResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   class Space;
   class QueueHandler;
   friend class Space;
@@ -138,6 +161,10 @@ class VtdIommu final : public IoDevice, public MsiSink, public DmaSpaceProvider 
   void InvalidatePasids(uint8_t granularity, uint16_t did, uint32_t pasid, Outbox& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NotifyInvalidation(const InvDescriptor& d, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NotifyChange(const ContextChange& c, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NotifyChange(const PasidChange& c, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Delivers the outbox and hands the forward batch to listeners, lock dropped meanwhile.
+  IqeiCode FlushInvalidations(Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RespondToDevice(uint16_t rid, const PageResponse& response, Outbox& out);
   // Runs the outbox: CPU interrupts, then device/listener callbacks. Must not hold mu_.
   void Deliver(Outbox& out) ABSL_LOCKS_EXCLUDED(mu_);
@@ -164,6 +191,13 @@ class VtdIommu final : public IoDevice, public MsiSink, public DmaSpaceProvider 
   bool queue_busy_ ABSL_GUARDED_BY(mu_) = false;   // one thread processes the queue at a time
   bool queue_rekick_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<VtdListener*> listeners_ ABSL_GUARDED_BY(mu_);
+  struct ForwardedDescriptor {
+    InvDescriptor descriptor;
+    std::optional<uint64_t> head;  // IQH offset; nullopt for register-based invalidations
+  };
+  // Descriptors executed since the last flush (only while listeners exist; bounded by one queue's
+  // worth, as Process is).
+  std::vector<ForwardedDescriptor> forward_batch_ ABSL_GUARDED_BY(mu_);
   VtdStats stats_ ABSL_GUARDED_BY(mu_);
 
   mutable absl::Mutex spaces_mu_ ABSL_ACQUIRED_AFTER(mu_);
