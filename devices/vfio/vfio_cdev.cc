@@ -31,6 +31,25 @@ constexpr size_t kSparseAreaSize = sizeof(vfio_region_sparse_mmap_area);  // 16
 constexpr size_t kIrqSetHeaderSize = offsetof(vfio_irq_set, data);       // 20
 static_assert(kRegionInfoSize == 32 && kCapHeaderSize == 8 && kSparseAreaSize == 16 && kIrqSetHeaderSize == 20);
 
+// PASID attach/detach (Linux 6.15 include/uapi/linux/vfio.h; the bundled 6.12 header has only
+// argsz/flags/pt_id and argsz/flags): the same ioctls with a flag and a trailing pasid field. A
+// pre-6.15 kernel reads only the 6.12 part and rejects any flag with EINVAL.
+struct VfioDeviceAttachIommufdPtPasid {
+  __u32 argsz;
+  __u32 flags;
+  __u32 pt_id;
+  __u32 pasid;
+};
+struct VfioDeviceDetachIommufdPtPasid {
+  __u32 argsz;
+  __u32 flags;
+  __u32 pasid;
+};
+constexpr __u32 kVfioDeviceAttachPasid = 1u << 0;  // VFIO_DEVICE_ATTACH_PASID
+constexpr __u32 kVfioDeviceDetachPasid = 1u << 0;  // VFIO_DEVICE_DETACH_PASID
+static_assert(sizeof(VfioDeviceAttachIommufdPtPasid) == 16 && sizeof(VfioDeviceDetachIommufdPtPasid) == 12);
+static_assert(offsetof(VfioDeviceAttachIommufdPtPasid, pt_id) == offsetof(vfio_device_attach_iommufd_pt, pt_id));
+
 // ioctl(2) retried on EINTR; 0 or the errno.
 int Ioctl(int fd, unsigned long request, void* arg) {
   for (;;) {
@@ -182,6 +201,35 @@ absl::Status VfioCdev::DetachPt() {
   detach.argsz = sizeof(detach);
   if (int e = Ioctl(fd_.get(), VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach)) {
     return VfioErrno(e, absl::StrFormat("VFIO_DEVICE_DETACH_IOMMUFD_PT on %s", name_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VfioCdev::AttachPasid(uint32_t pasid, uint32_t pt_id) {
+  VfioDeviceAttachIommufdPtPasid attach{};
+  attach.argsz = sizeof(attach);
+  attach.flags = kVfioDeviceAttachPasid;
+  attach.pt_id = pt_id;
+  attach.pasid = pasid;
+  if (int e = Ioctl(fd_.get(), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach)) {
+    const std::string what = PasidAttachWhat(name_, pasid, pt_id);
+    // 6.15+ says EOPNOTSUPP when the driver lacks pasid_attach_ioas; EINVAL is the pre-6.15
+    // "flags must be 0" (vfio_df_ioctl_attach_pt).
+    if (e == EINVAL) return NoPasidAttachError(what);
+    return VfioErrno(e, what);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VfioCdev::DetachPasid(uint32_t pasid) {
+  VfioDeviceDetachIommufdPtPasid detach{};
+  detach.argsz = sizeof(detach);
+  detach.flags = kVfioDeviceDetachPasid;
+  detach.pasid = pasid;
+  if (int e = Ioctl(fd_.get(), VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach)) {
+    const std::string what = PasidDetachWhat(name_, pasid);
+    if (e == EINVAL) return NoPasidAttachError(what);
+    return VfioErrno(e, what);
   }
   return absl::OkStatus();
 }

@@ -68,6 +68,13 @@ class VfioDeviceOps {
   // VFIO_DEVICE_ATTACH_IOMMUFD_PT / VFIO_DEVICE_DETACH_IOMMUFD_PT.
   virtual absl::Status AttachPt(uint32_t pt_id) = 0;
   virtual absl::Status DetachPt() = 0;
+  // PASID attach (issue 9): VFIO_DEVICE_ATTACH_IOMMUFD_PT / VFIO_DEVICE_DETACH_IOMMUFD_PT with
+  // VFIO_DEVICE_ATTACH_PASID / VFIO_DEVICE_DETACH_PASID and the pasid field, which Linux 6.15
+  // added. Older kernels reject the flag (EINVAL): the implementation then returns
+  // FailedPrecondition saying the host kernel lacks PASID attach, so callers can tell that apart
+  // from a refused attach.
+  virtual absl::Status AttachPasid(uint32_t pasid, uint32_t pt_id) = 0;
+  virtual absl::Status DetachPasid(uint32_t pasid) = 0;
 
   virtual absl::StatusOr<DeviceInfo> GetInfo() = 0;
   virtual absl::StatusOr<RegionInfo> GetRegionInfo(uint32_t index) = 0;

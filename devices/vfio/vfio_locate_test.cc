@@ -456,6 +456,34 @@ TEST(OpenVfioCdevTest, OpensAndNamesDevice) {
   EXPECT_EQ(*unfiltered, config);
 }
 
+// PASID attach on fds that are no VFIO device: /dev/null has no ioctls (ENOTTY, reported as is);
+// /dev/urandom answers unknown ioctls with EINVAL, which is what a pre-6.15 vfio says to the
+// PASID flag, so it stands in for an old host kernel.
+TEST(OpenVfioCdevTest, PasidAttachErrors) {
+  VfioCdev null_dev(UniqueFd(open("/dev/null", O_RDWR | O_CLOEXEC)), "nulldev");
+  absl::Status s = null_dev.AttachPasid(1, 5);
+  EXPECT_EQ(s.code(), absl::ErrnoToStatusCode(ENOTTY));
+  EXPECT_EQ(StatusErrno(s), ENOTTY);
+  EXPECT_EQ(s.message(), absl::StrFormat("VFIO_DEVICE_ATTACH_IOMMUFD_PT (ATTACH_PASID, pasid 1, pt 5) on nulldev: "
+                                         "%s (errno %d)",
+                                         std::strerror(ENOTTY), ENOTTY));
+  ExpectMentions(null_dev.DetachPasid(1), {"VFIO_DEVICE_DETACH_IOMMUFD_PT (DETACH_PASID, pasid 1) on nulldev"});
+
+  VfioCdev old_kernel(UniqueFd(open("/dev/urandom", O_RDONLY | O_CLOEXEC)), "olddev");
+  ASSERT_GE(old_kernel.fd(), 0);
+  s = old_kernel.AttachPasid(2, 7);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s, NoPasidAttachError(PasidAttachWhat("olddev", 2, 7)));
+  ExpectMentions(s, {"VFIO_DEVICE_ATTACH_IOMMUFD_PT (ATTACH_PASID, pasid 2, pt 7) on olddev", "errno 22",
+                     "lacks PASID attach", "VFIO_DEVICE_ATTACH_PASID, Linux 6.15+", "PASID > 0 cannot be bound",
+                     "run a host kernel with it"});
+  s = old_kernel.DetachPasid(2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s, NoPasidAttachError(PasidDetachWhat("olddev", 2)));
+  // The plain attach on the same fd stays an ordinary EINVAL.
+  EXPECT_EQ(old_kernel.AttachPt(7).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(OpenVfioCdevTest, UnfilteredConfigUnavailable) {
   FakeHost h;
   h.Link("/dev/vfio/devices/vfio0", "/dev/null");

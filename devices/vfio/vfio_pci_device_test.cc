@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -12,6 +13,7 @@
 #include "devices/pci_host.h"
 #include "devices/pci_regs.h"
 #include "devices/vfio/testing/fake_vfio_device.h"
+#include "devices/vfio/vfio_cdev.h"
 #include "gtest/gtest.h"
 #include "vmm/guest_memory.h"
 
@@ -626,6 +628,37 @@ TEST_F(VfioPciDeviceTest, HostileConfigWritesAreHarmless) {
   for (unsigned v = 0; v < 8; ++v) fake->FireInterrupt(kIrqMsix, v);
   dev->ForwardPendingInterrupts();
   ASSERT_TRUE(dev->Reset().ok());
+}
+
+// The test double's PASID attach (what the nesting backend is tested against): 6.15+ by default,
+// 6.12 on request with the message VfioCdev gives.
+TEST(FakeVfioDevicePasidTest, RecordsAttachesAndCanActLikeLinux612) {
+  FakeVfioDevice f("fake0");
+  ASSERT_TRUE(f.AttachPasid(1, 10).ok());
+  ASSERT_TRUE(f.AttachPasid(2, 11).ok());
+  ASSERT_TRUE(f.AttachPasid(1, 12).ok());  // replaces
+  ASSERT_TRUE(f.DetachPasid(2).ok());
+  ASSERT_TRUE(f.DetachPasid(9).ok());  // never attached: fine, as in vfio
+  EXPECT_EQ(f.attached_pasids(), (std::map<uint32_t, uint32_t>{{1, 12}}));
+  using Call = FakeVfioDevice::PasidCall;
+  EXPECT_EQ(f.pasid_calls(), (std::vector<Call>{{true, 1, 10}, {true, 2, 11}, {true, 1, 12}, {false, 2, 0},
+                                                {false, 9, 0}}));
+
+  f.SetPasidAttachSupported(false);
+  absl::Status s = f.AttachPasid(3, 13);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s, NoPasidAttachError(PasidAttachWhat("fake0", 3, 13)));
+  EXPECT_EQ(f.DetachPasid(1), NoPasidAttachError(PasidDetachWhat("fake0", 1)));
+  EXPECT_EQ(f.attached_pasids(), (std::map<uint32_t, uint32_t>{{1, 12}}));  // unchanged
+  EXPECT_EQ(f.pasid_calls().size(), 7u);
+
+  f.SetPasidAttachSupported(true);
+  f.InjectError(FakeOp::kAttachPasid, absl::PermissionDeniedError("no"), 1);
+  EXPECT_EQ(f.AttachPasid(3, 13).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(f.AttachPasid(3, 13).ok());
+  FakeVfioDeviceRef ref(f);
+  EXPECT_TRUE(ref.DetachPasid(3).ok());
+  EXPECT_EQ(f.attached_pasids().count(3), 0u);
 }
 
 }  // namespace

@@ -1,6 +1,14 @@
 #include "iommu/iommufd/iommufd_backend.h"
 
+#include <fcntl.h>
+#include <linux/iommufd.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -431,6 +439,198 @@ TEST(IommufdKernelTest, ErrnoStatus) {
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(Msg(s), "IOMMU_IOAS_MAP iova [0x0, +0x800000): Cannot allocate memory (errno 12)");
   EXPECT_EQ(FormatIovaRange(kMsi), "[0xfee00000, 0xfeefffff]");
+}
+
+// --- the kernel implementation without /dev/iommu: ioctls on /dev/null fail with ENOTTY, the fault
+// fd operations run on pipes and eventfds ---
+
+std::unique_ptr<IommufdOps> OnDevNull() {
+  int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  EXPECT_GE(fd, 0);
+  absl::StatusOr<std::unique_ptr<IommufdOps>> ops = OpenKernelIommufd(fd);
+  EXPECT_TRUE(ops.ok()) << ops.status();
+  return ops.ok() ? std::move(*ops) : nullptr;
+}
+
+std::string Enotty() { return absl::StrFormat(": %s (errno %d)", std::strerror(ENOTTY), ENOTTY); }
+
+struct Pipe {
+  Pipe() {
+    int p[2];
+    EXPECT_EQ(pipe2(p, O_CLOEXEC), 0);
+    r = p[0];
+    w = p[1];
+  }
+  ~Pipe() {
+    if (r >= 0) close(r);
+    if (w >= 0) close(w);
+  }
+  int r = -1, w = -1;
+};
+
+TEST(IommufdKernelTest, HwptAllocMessageNamesTheIoctlAndArguments) {
+  std::unique_ptr<IommufdOps> ops = OnDevNull();
+  ASSERT_NE(ops, nullptr);
+  HwptAllocRequest r{.dev_id = 3,
+                     .pt_id = 2,
+                     .fault_id = 5,
+                     .vtd_s1 = VtdStage1{.pgtbl_addr = 0x1000, .addr_width = 57, .sre = true, .eafe = true}};
+  absl::Status s = ops->AllocHwpt(r).status();
+  EXPECT_EQ(s.code(), absl::ErrnoToStatusCode(ENOTTY));
+  EXPECT_EQ(Msg(s), "IOMMU_HWPT_ALLOC dev 3 pt 2 (fault 5, VTD_S1 pgtbl 0x1000 aw 57 SRE EAFE)" + Enotty());
+  EXPECT_EQ(Msg(ops->AllocHwpt({.dev_id = 3, .pt_id = 1, .nest_parent = true}).status()),
+            "IOMMU_HWPT_ALLOC dev 3 pt 1 (nest parent)" + Enotty());
+  EXPECT_EQ(Msg(ops->AllocHwpt({.dev_id = 3, .pt_id = 1}).status()), "IOMMU_HWPT_ALLOC dev 3 pt 1" + Enotty());
+}
+
+TEST(IommufdKernelTest, InvalidateFailureCarriesDone) {
+  std::unique_ptr<IommufdOps> ops = OnDevNull();
+  ASSERT_NE(ops, nullptr);
+  std::vector<VtdS1Invalidation> e{{0x1000, 1, true}, {0, UINT64_MAX, false}};
+  InvalidateResult r = ops->InvalidateVtdS1(7, e);
+  EXPECT_EQ(r.status.code(), absl::ErrnoToStatusCode(ENOTTY));
+  EXPECT_EQ(r.done, 0u);  // the ioctl never ran: entry_num not written back is not "all done"
+  EXPECT_EQ(Msg(r.status),
+            "IOMMU_HWPT_INVALIDATE hwpt 7 (2 VTD_S1 entries, 0 done; next addr 0x1000 npages 0x1 leaf)" + Enotty());
+  InvalidateResult empty = ops->InvalidateVtdS1(7, {});
+  EXPECT_FALSE(empty.status.ok());
+  EXPECT_EQ(empty.done, 0u);
+  EXPECT_EQ(Msg(empty.status), "IOMMU_HWPT_INVALIDATE hwpt 7 (0 VTD_S1 entries, 0 done)" + Enotty());
+}
+
+TEST(IommufdKernelTest, FaultQueueAllocMessage) {
+  std::unique_ptr<IommufdOps> ops = OnDevNull();
+  ASSERT_NE(ops, nullptr);
+  absl::Status s = ops->AllocFaultQueue().status();
+  EXPECT_EQ(s.code(), absl::ErrnoToStatusCode(ENOTTY));
+  EXPECT_EQ(Msg(s), "IOMMU_FAULT_QUEUE_ALLOC" + Enotty());
+}
+
+TEST(IommufdKernelTest, ReadFaultsWithNothingPendingReturnsEmptyWithoutBlocking) {
+  std::unique_ptr<IommufdOps> ops = OnDevNull();
+  ASSERT_NE(ops, nullptr);
+  // Blocking fds, as the kernel's fault fd is: a read(2) here would hang.
+  int efd = eventfd(0, EFD_CLOEXEC);
+  ASSERT_GE(efd, 0);
+  absl::StatusOr<std::vector<HostPageFault>> r = ops->ReadFaults(efd, 8);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(*r, IsEmpty());
+  close(efd);
+  Pipe p;
+  r = ops->ReadFaults(p.r, 8);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(*r, IsEmpty());
+  // Non-blocking and empty: EAGAIN is "nothing".
+  ASSERT_EQ(fcntl(p.r, F_SETFL, O_NONBLOCK), 0);
+  EXPECT_THAT(*ops->ReadFaults(p.r, 8), IsEmpty());
+  EXPECT_THAT(*ops->ReadFaults(p.r, 0), IsEmpty());
+}
+
+TEST(IommufdKernelTest, ReadFaultsParsesWholeRecordsUpToMax) {
+  std::unique_ptr<IommufdOps> ops = OnDevNull();
+  ASSERT_NE(ops, nullptr);
+  Pipe p;
+  iommu_hwpt_pgfault recs[3] = {};
+  for (uint32_t i = 0; i < 3; ++i) {
+    recs[i].flags = IOMMU_PGFAULT_FLAGS_PASID_VALID | (i == 2 ? IOMMU_PGFAULT_FLAGS_LAST_PAGE : 0);
+    recs[i].dev_id = 0x100;
+    recs[i].pasid = 5 + i;
+    recs[i].grpid = 0x1ff;
+    recs[i].perm = IOMMU_PGFAULT_PERM_WRITE | IOMMU_PGFAULT_PERM_PRIV;
+    recs[i].addr = 0x7000 + i * 0x1000;
+    recs[i].length = 0x2000;
+    recs[i].cookie = 10 + i;
+  }
+  ASSERT_EQ(write(p.w, recs, sizeof(recs)), static_cast<ssize_t>(sizeof(recs)));
+  absl::StatusOr<std::vector<HostPageFault>> two = ops->ReadFaults(p.r, 2);
+  ASSERT_TRUE(two.ok()) << two.status();
+  ASSERT_EQ(two->size(), 2u);
+  HostPageFault want;
+  want.pasid_valid = true;
+  want.last = false;
+  want.dev_id = 0x100;
+  want.pasid = 5;
+  want.grpid = 0x1ff;
+  want.perm = kPermWrite | kPermPriv;
+  want.addr = 0x7000;
+  want.length = 0x2000;
+  want.cookie = 10;
+  EXPECT_EQ((*two)[0], want);
+  EXPECT_EQ((*two)[1].cookie, 11u);
+  absl::StatusOr<std::vector<HostPageFault>> last = ops->ReadFaults(p.r, 8);
+  ASSERT_TRUE(last.ok()) << last.status();
+  ASSERT_EQ(last->size(), 1u);
+  EXPECT_TRUE((*last)[0].last);
+  EXPECT_EQ((*last)[0].addr, 0x9000u);
+}
+
+TEST(IommufdKernelTest, ReadFaultsRejectsAPartialRecordAndABadFd) {
+  std::unique_ptr<IommufdOps> ops = OnDevNull();
+  ASSERT_NE(ops, nullptr);
+  Pipe p;
+  char junk[20] = {};
+  ASSERT_EQ(write(p.w, junk, sizeof(junk)), 20);
+  absl::Status s = ops->ReadFaults(p.r, 4).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(Msg(s), HasSubstr("read of fault fd"));
+  EXPECT_THAT(Msg(s), HasSubstr("20 bytes"));
+  int closed = dup(p.r);
+  close(closed);
+  s = ops->ReadFaults(closed, 4).status();
+  EXPECT_EQ(s.code(), absl::ErrnoToStatusCode(EBADF));
+  EXPECT_EQ(Msg(s), absl::StrFormat("read of fault fd %d (up to 4 records): %s (errno %d)", closed,
+                                    std::strerror(EBADF), EBADF));
+}
+
+TEST(IommufdKernelTest, WriteResponsesWritesOneArray) {
+  std::unique_ptr<IommufdOps> ops = OnDevNull();
+  ASSERT_NE(ops, nullptr);
+  Pipe p;
+  std::vector<HostPageResponse> r{{7, HostResponseCode::kSuccess}, {9, HostResponseCode::kInvalid}};
+  ASSERT_TRUE(ops->WriteResponses(p.w, r).ok());
+  iommu_hwpt_page_response got[2] = {};
+  ASSERT_EQ(read(p.r, got, sizeof(got)), static_cast<ssize_t>(sizeof(got)));
+  EXPECT_EQ(got[0].cookie, 7u);
+  EXPECT_EQ(got[0].code, static_cast<uint32_t>(IOMMUFD_PAGE_RESP_SUCCESS));
+  EXPECT_EQ(got[1].cookie, 9u);
+  EXPECT_EQ(got[1].code, static_cast<uint32_t>(IOMMUFD_PAGE_RESP_INVALID));
+  EXPECT_TRUE(ops->WriteResponses(p.w, {}).ok());  // nothing to write
+}
+
+TEST(IommufdKernelTest, WriteResponsesErrnoAndShortWrite) {
+  std::unique_ptr<IommufdOps> ops = OnDevNull();
+  ASSERT_NE(ops, nullptr);
+  std::vector<HostPageResponse> one{{1, HostResponseCode::kSuccess}};
+  {
+    // Read end closed: EPIPE (SIGPIPE ignored meanwhile).
+    struct sigaction ign {}, old {};
+    ign.sa_handler = SIG_IGN;
+    ASSERT_EQ(sigaction(SIGPIPE, &ign, &old), 0);
+    Pipe p;
+    close(p.r);
+    p.r = -1;
+    absl::Status s = ops->WriteResponses(p.w, one);
+    sigaction(SIGPIPE, &old, nullptr);
+    EXPECT_EQ(s.code(), absl::ErrnoToStatusCode(EPIPE));
+    EXPECT_EQ(Msg(s), absl::StrFormat("write of 1 page responses to fault fd %d: %s (errno %d)", p.w,
+                                      std::strerror(EPIPE), EPIPE));
+  }
+  // A non-blocking pipe with 8 bytes of room in its last page: a write larger than PIPE_BUF takes
+  // just those 8 bytes (one response) and stops.
+  Pipe p;
+  ASSERT_EQ(fcntl(p.w, F_SETFL, O_NONBLOCK), 0);
+  std::vector<char> page(4096, 'x');
+  while (write(p.w, page.data(), page.size()) == static_cast<ssize_t>(page.size())) {
+  }
+  ASSERT_EQ(read(p.r, page.data(), page.size()), static_cast<ssize_t>(page.size()));
+  ASSERT_EQ(write(p.w, page.data(), page.size() - 8), static_cast<ssize_t>(page.size() - 8));
+  std::vector<HostPageResponse> many(513, HostPageResponse{1, HostResponseCode::kSuccess});  // 4104 bytes
+  absl::Status s = ops->WriteResponses(p.w, many);
+  EXPECT_EQ(s, ShortResponseWrite(p.w, 513, 8));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(s), HasSubstr(absl::StrFormat("write of 513 page responses (4104 bytes) to fault fd %d: only 8 "
+                                                "bytes (1 responses) taken",
+                                                p.w)));
 }
 
 }  // namespace

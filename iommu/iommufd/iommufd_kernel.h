@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "absl/status/status.h"
@@ -26,5 +27,15 @@ std::string FormatIovaLen(uint64_t iova, uint64_t len);
 std::string FormatIovaRange(const IovaRange& range);
 // "<what>: <strerror> (errno N)" with the status code absl::ErrnoToStatusCode(err).
 absl::Status IommufdErrno(int err, absl::string_view what);
+// "IOMMU_HWPT_ALLOC dev 3 pt 2 (nest parent, fault 5, VTD_S1 pgtbl 0x1000 aw 48 SRE WPE)": the
+// ioctl and its arguments, for IOMMU_HWPT_ALLOC messages.
+std::string FormatHwptAlloc(const HwptAllocRequest& request);
+// "IOMMU_HWPT_INVALIDATE hwpt 7 (3 VTD_S1 entries, 1 done; next addr 0x1234 npages 0x1 leaf)": a
+// failed call, `done` entries handled, the entry it stopped at named when there is one.
+std::string FormatInvalidate(uint32_t hwpt_id, std::span<const VtdS1Invalidation> entries, uint32_t done);
+// What WriteResponses returns when write(2) took only `written` of the `count` responses' bytes
+// (the kernel's iommufd_fault_fops_write stops at the first unknown cookie or invalid code and
+// returns the bytes of the responses it consumed): InvalidArgument naming the fd and the counts.
+absl::Status ShortResponseWrite(int fault_fd, size_t count, size_t written);
 
 }  // namespace ionest::iommufd

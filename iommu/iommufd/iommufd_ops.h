@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,77 @@ struct HostIommuInfo {
   bool operator==(const HostIommuInfo&) const = default;  // added: tests and de-duplicated logs
 };
 
+// IOMMU_HWPT_DATA_VTD_S1 (struct iommu_hwpt_vtd_s1): a guest's first-stage table nested on a
+// nest-parent HWPT. Flags as the PASID entry's SRE / EAFE / WPE (VT-d §9.6).
+struct VtdStage1 {
+  uint64_t pgtbl_addr = 0;   // FLPTPTR (guest-physical, i.e. an IOVA of the nest parent)
+  uint32_t addr_width = 48;  // 48 (4-level) or 57 (5-level)
+  bool sre = false;
+  bool eafe = false;
+  bool wpe = false;
+  bool operator==(const VtdStage1&) const = default;
+};
+
+// IOMMU_HWPT_ALLOC. `pt_id` is an IOAS (paging HWPT; with nest_parent the nesting stage 2) or,
+// with `vtd_s1`, the nest-parent HWPT the nested HWPT sits on.
+struct HwptAllocRequest {
+  uint32_t dev_id = 0;
+  uint32_t pt_id = 0;
+  bool nest_parent = false;                // IOMMU_HWPT_ALLOC_NEST_PARENT
+  std::optional<uint32_t> fault_id;        // IOMMU_HWPT_FAULT_ID_VALID + fault_id
+  std::optional<VtdStage1> vtd_s1;         // data_type IOMMU_HWPT_DATA_VTD_S1, else DATA_NONE
+  bool operator==(const HwptAllocRequest&) const = default;
+};
+
+// One entry of IOMMU_HWPT_INVALIDATE with IOMMU_HWPT_INVALIDATE_DATA_VTD_S1
+// (struct iommu_hwpt_vtd_s1_invalidate): [addr, addr + npages*4K); addr 0 + npages UINT64_MAX is
+// "everything". leaf = IOMMU_VTD_INV_FLAGS_LEAF (the guest's IH: only leaf entries changed).
+struct VtdS1Invalidation {
+  uint64_t addr = 0;
+  uint64_t npages = 0;
+  bool leaf = false;
+  bool operator==(const VtdS1Invalidation&) const = default;
+};
+
+// What IOMMU_HWPT_INVALIDATE did: `done` entries were handled (the uAPI's entry_num on return,
+// also on failure), `status` is the first failure (OK if all were handled).
+struct InvalidateResult {
+  absl::Status status;
+  uint32_t done = 0;
+};
+
+// IOMMU_FAULT_QUEUE_ALLOC: the fault object's id (for IOMMU_HWPT_FAULT_ID_VALID) and its file
+// descriptor, owned by the caller (close it after destroying the HWPTs that use it). Reading the fd
+// yields struct iommu_hwpt_pgfault records; writing struct iommu_hwpt_page_response answers them.
+struct FaultQueue {
+  uint32_t id = 0;
+  int fd = -1;
+};
+
+// struct iommu_hwpt_pgfault: one page request the host IOMMU took from a device, for an HWPT
+// allocated with a fault_id.
+struct HostPageFault {
+  bool pasid_valid = false;  // IOMMU_PGFAULT_FLAGS_PASID_VALID
+  bool last = false;         // IOMMU_PGFAULT_FLAGS_LAST_PAGE
+  uint32_t dev_id = 0;
+  uint32_t pasid = 0;
+  uint32_t grpid = 0;        // PRG index (PCIe §10.4.1, 9 bits)
+  uint32_t perm = 0;         // IOMMU_PGFAULT_PERM_READ 1, WRITE 2, EXEC 4, PRIV 8
+  uint64_t addr = 0;
+  uint32_t length = 0;
+  uint32_t cookie = 0;
+  bool operator==(const HostPageFault&) const = default;
+};
+inline constexpr uint32_t kPermRead = 1, kPermWrite = 2, kPermExec = 4, kPermPriv = 8;
+
+// struct iommu_hwpt_page_response.
+enum class HostResponseCode : uint32_t { kSuccess = 0, kInvalid = 1 };  // IOMMUFD_PAGE_RESP_*
+struct HostPageResponse {
+  uint32_t cookie = 0;
+  HostResponseCode code = HostResponseCode::kSuccess;
+  bool operator==(const HostPageResponse&) const = default;
+};
+
 class IommufdOps {
  public:
   virtual ~IommufdOps() = default;
@@ -54,6 +127,16 @@ class IommufdOps {
   virtual absl::StatusOr<std::vector<IovaRange>> AllowedIovaRanges(uint32_t ioas_id) = 0;
   virtual absl::StatusOr<HostIommuInfo> GetHwInfo(uint32_t dev_id) = 0;  // IOMMU_GET_HW_INFO
   virtual absl::Status Destroy(uint32_t object_id) = 0;                   // IOMMU_DESTROY
+
+  // --- nesting and faults (issue 9) ---
+  virtual absl::StatusOr<uint32_t> AllocHwpt(const HwptAllocRequest& request) = 0;  // IOMMU_HWPT_ALLOC
+  // One IOMMU_HWPT_INVALIDATE call carrying every entry (data_type VTD_S1).
+  virtual InvalidateResult InvalidateVtdS1(uint32_t hwpt_id, std::span<const VtdS1Invalidation> entries) = 0;
+  virtual absl::StatusOr<FaultQueue> AllocFaultQueue() = 0;  // IOMMU_FAULT_QUEUE_ALLOC
+  // Non-blocking read of up to `max` whole records from a fault queue fd (empty: nothing pending).
+  virtual absl::StatusOr<std::vector<HostPageFault>> ReadFaults(int fault_fd, size_t max) = 0;
+  // One write of every response (the kernel consumes whole records; a short write is an error).
+  virtual absl::Status WriteResponses(int fault_fd, std::span<const HostPageResponse> responses) = 0;
 };
 
 }  // namespace ionest::iommufd

@@ -64,6 +64,27 @@ class HostIommu::Ops final : public iommufd::IommufdOps {
       return iommufd::IommufdErrno(EBUSY, absl::StrFormat("IOMMU_DESTROY id %u (device attached)", object_id));
     return h_.fake_.Destroy(object_id);
   }
+  absl::StatusOr<uint32_t> AllocHwpt(const iommufd::HwptAllocRequest& request) override {
+    absl::MutexLock l(&h_.mu_);
+    return h_.fake_.AllocHwpt(request);
+  }
+  iommufd::InvalidateResult InvalidateVtdS1(uint32_t hwpt_id,
+                                            std::span<const iommufd::VtdS1Invalidation> entries) override {
+    absl::MutexLock l(&h_.mu_);
+    return h_.fake_.InvalidateVtdS1(hwpt_id, entries);
+  }
+  absl::StatusOr<iommufd::FaultQueue> AllocFaultQueue() override {
+    absl::MutexLock l(&h_.mu_);
+    return h_.fake_.AllocFaultQueue();
+  }
+  absl::StatusOr<std::vector<iommufd::HostPageFault>> ReadFaults(int fault_fd, size_t max) override {
+    absl::MutexLock l(&h_.mu_);
+    return h_.fake_.ReadFaults(fault_fd, max);
+  }
+  absl::Status WriteResponses(int fault_fd, std::span<const iommufd::HostPageResponse> responses) override {
+    absl::MutexLock l(&h_.mu_);
+    return h_.fake_.WriteResponses(fault_fd, responses);
+  }
 
  private:
   HostIommu& h_;
@@ -260,6 +281,19 @@ absl::Status LoopbackVfioDevice::DetachPt() {
   if (!attached_) return vfio::VfioErrno(EINVAL, absl::StrCat("VFIO_DEVICE_DETACH_IOMMUFD_PT on ", name_));
   world_.iommu_.Attach(std::nullopt);  // the device's DMA is blocked from here
   attached_.reset();
+  return absl::OkStatus();
+}
+
+absl::Status LoopbackVfioDevice::AttachPasid(uint32_t pasid, uint32_t pt_id) {
+  const std::string what =
+      absl::StrFormat("VFIO_DEVICE_ATTACH_IOMMUFD_PT (pasid %u, pt %u) on %s", pasid, pt_id, name_);
+  if (!dev_id_) return vfio::VfioErrno(EINVAL, what);
+  pasids_[pasid] = pt_id;  // recorded only; DMA is translated with the RID's IOAS whatever its PASID
+  return absl::OkStatus();
+}
+
+absl::Status LoopbackVfioDevice::DetachPasid(uint32_t pasid) {
+  pasids_.erase(pasid);  // vfio's pasid_detach_ioas ignores a PASID that is not attached
   return absl::OkStatus();
 }
 

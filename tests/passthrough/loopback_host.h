@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -192,6 +193,12 @@ class LoopbackVfioDevice final : public vfio::VfioDeviceOps {
   absl::StatusOr<uint32_t> BindIommufd(int iommufd) override;
   absl::Status AttachPt(uint32_t pt_id) override;
   absl::Status DetachPt() override;
+  // Behaves as a Linux 6.15+ host (VFIO_DEVICE_ATTACH_PASID): the attach is recorded (see
+  // attached_pasids()) and succeeds once the device is bound (EINVAL before); the PASID's pt is
+  // not checked and DMA is still translated with the IOAS attached by AttachPt, whatever PASID the
+  // device tags it with. DetachPasid forgets the PASID (a PASID never attached is fine, as in vfio).
+  absl::Status AttachPasid(uint32_t pasid, uint32_t pt_id) override;
+  absl::Status DetachPasid(uint32_t pasid) override;
   absl::StatusOr<vfio::DeviceInfo> GetInfo() override;
   absl::StatusOr<vfio::RegionInfo> GetRegionInfo(uint32_t index) override;
   absl::StatusOr<vfio::IrqInfo> GetIrqInfo(uint32_t index) override;
@@ -206,6 +213,7 @@ class LoopbackVfioDevice final : public vfio::VfioDeviceOps {
   absl::StatusOr<std::vector<uint8_t>> ReadUnfilteredConfig() override;
 
   std::optional<uint32_t> attached() const { return attached_; }
+  const std::map<uint32_t, uint32_t>& attached_pasids() const { return pasids_; }  // PASID → pt_id
 
  private:
   absl::Status BarAccess(bool write, uint32_t index, uint64_t offset, uint8_t* data, size_t len);
@@ -214,6 +222,7 @@ class LoopbackVfioDevice final : public vfio::VfioDeviceOps {
   const std::string name_;
   std::optional<uint32_t> dev_id_;
   std::optional<uint32_t> attached_;
+  std::map<uint32_t, uint32_t> pasids_;
 };
 
 // locate: spec.path kLoopbackCdev or spec.host kLoopbackBdf; open_iommufd: the world's HostIommu;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "devices/vfio/vfio_cdev.h"
 
 namespace ionest::vfio::testing {
 namespace {
@@ -309,6 +310,39 @@ absl::StatusOr<uint32_t> FakeVfioDevice::BindIommufd(int) { return 1; }
 absl::Status FakeVfioDevice::AttachPt(uint32_t) { return absl::OkStatus(); }
 absl::Status FakeVfioDevice::DetachPt() { return absl::OkStatus(); }
 absl::Status FakeVfioDevice::UnmaskIntx() { return absl::OkStatus(); }
+
+absl::Status FakeVfioDevice::AttachPasid(uint32_t pasid, uint32_t pt_id) {
+  absl::MutexLock l(&mu_);
+  pasid_calls_.push_back({true, pasid, pt_id});
+  if (absl::Status s = Injection(FakeOp::kAttachPasid); !s.ok()) return s;
+  if (!pasid_attach_) return NoPasidAttachError(PasidAttachWhat(name_, pasid, pt_id));
+  pasids_[pasid] = pt_id;  // a second attach replaces, as iommufd_device_pasid_replace
+  return absl::OkStatus();
+}
+
+absl::Status FakeVfioDevice::DetachPasid(uint32_t pasid) {
+  absl::MutexLock l(&mu_);
+  pasid_calls_.push_back({false, pasid, 0});
+  if (absl::Status s = Injection(FakeOp::kDetachPasid); !s.ok()) return s;
+  if (!pasid_attach_) return NoPasidAttachError(PasidDetachWhat(name_, pasid));
+  pasids_.erase(pasid);
+  return absl::OkStatus();
+}
+
+void FakeVfioDevice::SetPasidAttachSupported(bool supported) {
+  absl::MutexLock l(&mu_);
+  pasid_attach_ = supported;
+}
+
+std::vector<FakeVfioDevice::PasidCall> FakeVfioDevice::pasid_calls() const {
+  absl::MutexLock l(&mu_);
+  return pasid_calls_;
+}
+
+std::map<uint32_t, uint32_t> FakeVfioDevice::attached_pasids() const {
+  absl::MutexLock l(&mu_);
+  return pasids_;
+}
 
 absl::StatusOr<DeviceInfo> FakeVfioDevice::GetInfo() {
   absl::MutexLock l(&mu_);

@@ -13,6 +13,11 @@
 //   time (vfio-pci refuses the other with EINVAL).
 // - Every SetIrqEventfds/DisableIrqs/Reset/config write is recorded; any operation can be made to
 //   fail (InjectError).
+// - PASID attach: AttachPasid/DetachPasid are recorded (pasid_calls()) and, by default, behave as a
+//   Linux 6.15+ host: attach binds (or replaces) the PASID's pt, detach forgets it (a PASID never
+//   attached is fine, as in vfio). SetPasidAttachSupported(false) makes them behave as 6.12: every
+//   call fails with NoPasidAttachError (vfio_cdev.h), the message VfioCdev gives, and changes
+//   nothing (the call is still recorded).
 //
 // Typical() builds a typical PCIe endpoint (see FakeDeviceSpec and the k* offsets below).
 // Thread safety: all methods may be called concurrently (one internal lock); the BAR bytes behind
@@ -93,6 +98,8 @@ enum class FakeOp {
   kDisableIrqs,
   kReset,
   kUnfilteredConfig,
+  kAttachPasid,
+  kDetachPasid,
   kCount,
 };
 
@@ -107,6 +114,12 @@ class FakeVfioDevice final : public VfioDeviceOps {
     uint32_t index = 0;
     uint32_t start = 0;
     std::vector<int> fds;  // the caller's fd numbers
+  };
+  struct PasidCall {
+    bool attach = false;  // AttachPasid, else DetachPasid
+    uint32_t pasid = 0;
+    uint32_t pt_id = 0;  // 0 for a detach
+    bool operator==(const PasidCall&) const = default;
   };
 
   explicit FakeVfioDevice(std::string name = "fake-vfio");
@@ -127,12 +140,18 @@ class FakeVfioDevice final : public VfioDeviceOps {
   // The next `times` calls of `op` (-1: all) fail with `status`.
   void InjectError(FakeOp op, absl::Status status, int times = -1) ABSL_LOCKS_EXCLUDED(mu_);
   void ClearErrors() ABSL_LOCKS_EXCLUDED(mu_);
+  // false: AttachPasid/DetachPasid fail as on a Linux 6.12 host (NoPasidAttachError). Default true.
+  void SetPasidAttachSupported(bool supported) ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- Observation --------------------------------------------------------------------------
   std::vector<ConfigWrite> config_writes() const ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<IrqCall> set_irq_calls() const ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<uint32_t> disable_irq_calls() const ABSL_LOCKS_EXCLUDED(mu_);
   int reset_calls() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Every AttachPasid/DetachPasid call in order (failed ones included), and the PASIDs attached now
+  // (PASID → pt_id).
+  std::vector<PasidCall> pasid_calls() const ABSL_LOCKS_EXCLUDED(mu_);
+  std::map<uint32_t, uint32_t> attached_pasids() const ABSL_LOCKS_EXCLUDED(mu_);
   // pread/pwrite calls on a region (mapped accesses are not seen).
   uint64_t region_reads(uint32_t index) const ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t region_writes(uint32_t index) const ABSL_LOCKS_EXCLUDED(mu_);
@@ -153,6 +172,8 @@ class FakeVfioDevice final : public VfioDeviceOps {
   absl::StatusOr<uint32_t> BindIommufd(int iommufd) override;
   absl::Status AttachPt(uint32_t pt_id) override;
   absl::Status DetachPt() override;
+  absl::Status AttachPasid(uint32_t pasid, uint32_t pt_id) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status DetachPasid(uint32_t pasid) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<DeviceInfo> GetInfo() override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<RegionInfo> GetRegionInfo(uint32_t index) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<IrqInfo> GetIrqInfo(uint32_t index) override ABSL_LOCKS_EXCLUDED(mu_);
@@ -199,6 +220,9 @@ class FakeVfioDevice final : public VfioDeviceOps {
   std::map<void*, uint64_t> live_maps_ ABSL_GUARDED_BY(mu_);
   std::optional<uint32_t> irq_index_ ABSL_GUARDED_BY(mu_);
   std::map<uint32_t, int> irq_fds_ ABSL_GUARDED_BY(mu_);  // vector -> our dup of the eventfd
+  bool pasid_attach_ ABSL_GUARDED_BY(mu_) = true;
+  std::vector<PasidCall> pasid_calls_ ABSL_GUARDED_BY(mu_);
+  std::map<uint32_t, uint32_t> pasids_ ABSL_GUARDED_BY(mu_);
 };
 
 // Forwards every call to a FakeVfioDevice the test keeps (so it can inspect the fake after the
@@ -210,6 +234,8 @@ class FakeVfioDeviceRef final : public VfioDeviceOps {
   absl::StatusOr<uint32_t> BindIommufd(int iommufd) override { return f_.BindIommufd(iommufd); }
   absl::Status AttachPt(uint32_t pt_id) override { return f_.AttachPt(pt_id); }
   absl::Status DetachPt() override { return f_.DetachPt(); }
+  absl::Status AttachPasid(uint32_t pasid, uint32_t pt_id) override { return f_.AttachPasid(pasid, pt_id); }
+  absl::Status DetachPasid(uint32_t pasid) override { return f_.DetachPasid(pasid); }
   absl::StatusOr<DeviceInfo> GetInfo() override { return f_.GetInfo(); }
   absl::StatusOr<RegionInfo> GetRegionInfo(uint32_t index) override { return f_.GetRegionInfo(index); }
   absl::StatusOr<IrqInfo> GetIrqInfo(uint32_t index) override { return f_.GetIrqInfo(index); }

@@ -1,5 +1,9 @@
 #include "iommu/iommufd/testing/fake_iommufd.h"
 
+#include <linux/iommufd.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -10,8 +14,12 @@
 
 namespace ionest::iommufd_testing {
 
+using iommufd::FormatHwptAlloc;
+using iommufd::FormatInvalidate;
 using iommufd::FormatIovaLen;
+using iommufd::HostResponseCode;
 using iommufd::IommufdErrno;
+using iommufd::ShortResponseWrite;
 
 namespace {
 
@@ -30,6 +38,17 @@ class FakeHandle final : public iommufd::IommufdOps {
   }
   absl::StatusOr<HostIommuInfo> GetHwInfo(uint32_t dev_id) override { return fake_.GetHwInfo(dev_id); }
   absl::Status Destroy(uint32_t object_id) override { return fake_.Destroy(object_id); }
+  absl::StatusOr<uint32_t> AllocHwpt(const HwptAllocRequest& request) override { return fake_.AllocHwpt(request); }
+  InvalidateResult InvalidateVtdS1(uint32_t hwpt_id, std::span<const VtdS1Invalidation> entries) override {
+    return fake_.InvalidateVtdS1(hwpt_id, entries);
+  }
+  absl::StatusOr<FaultQueue> AllocFaultQueue() override { return fake_.AllocFaultQueue(); }
+  absl::StatusOr<std::vector<HostPageFault>> ReadFaults(int fault_fd, size_t max) override {
+    return fake_.ReadFaults(fault_fd, max);
+  }
+  absl::Status WriteResponses(int fault_fd, std::span<const HostPageResponse> responses) override {
+    return fake_.WriteResponses(fault_fd, responses);
+  }
 
  private:
   FakeIommufd& fake_;
@@ -157,11 +176,164 @@ absl::StatusOr<HostIommuInfo> FakeIommufd::GetHwInfo(uint32_t dev_id) {
   return it->second;
 }
 
+bool FakeIommufd::Busy(uint32_t id) const {
+  if (attached_.count(id)) return true;
+  for (const auto& [hwpt_id, h] : hwpts_) {
+    if (h.request.pt_id == id) return true;  // a HWPT on this IOAS / nested on this parent
+    if (h.request.fault_id == id) return true;
+  }
+  return false;
+}
+
 absl::Status FakeIommufd::Destroy(uint32_t object_id) {
   if (absl::Status s = Enter(Op::kDestroy); !s.ok()) return s;
+  const std::string what = absl::StrFormat("IOMMU_DESTROY id %d", object_id);
+  if (!ioas_exists(object_id) && !hwpts_.count(object_id) && !faults_.count(object_id))
+    return IommufdErrno(ENOENT, what);
+  // iommufd_object_remove: EBUSY while anything else holds a reference.
+  if (Busy(object_id)) return IommufdErrno(EBUSY, what);
   // iommufd_ioas_destroy unmaps whatever is left.
-  if (ioas_.erase(object_id) == 0) return IommufdErrno(ENOENT, absl::StrFormat("IOMMU_DESTROY id %d", object_id));
+  ioas_.erase(object_id);
+  hwpts_.erase(object_id);
+  if (auto f = faults_.find(object_id); f != faults_.end()) {
+    // iommufd_fault_destroy: every group still queued or awaiting a response gets INVALID.
+    std::set<uint32_t> cookies = f->second.outstanding;
+    for (const HostPageFault& p : f->second.pending) cookies.insert(p.cookie);
+    for (uint32_t c : cookies) auto_responses_.push_back({c, HostResponseCode::kInvalid});
+    faults_.erase(f);  // the eventfd stays open: it is the caller's
+  }
   destroyed_.push_back(object_id);
+  return absl::OkStatus();
+}
+
+void FakeIommufd::MarkAttached(uint32_t id, bool attached) {
+  if (attached) {
+    attached_.insert(id);
+  } else {
+    attached_.erase(id);
+  }
+}
+
+absl::StatusOr<uint32_t> FakeIommufd::AllocHwpt(const HwptAllocRequest& request) {
+  if (absl::Status s = Enter(Op::kAllocHwpt); !s.ok()) return s;
+  hwpt_requests_.push_back(request);
+  const std::string what = FormatHwptAlloc(request);
+  if (!hw_info_.count(request.dev_id)) return IommufdErrno(ENOENT, what);  // iommufd_get_device
+  HwptKind kind;
+  if (ioas_exists(request.pt_id)) {
+    // iommufd_hwpt_paging_alloc → intel_iommu_domain_alloc_user.
+    if (request.nest_parent && !nesting_) return IommufdErrno(EOPNOTSUPP, what);
+    if (request.vtd_s1) return IommufdErrno(EOPNOTSUPP, what);  // no user data for a paging domain
+    kind = request.nest_parent ? HwptKind::kNestParent : HwptKind::kPaging;
+  } else if (auto parent = hwpts_.find(request.pt_id);
+             parent != hwpts_.end() && parent->second.kind != HwptKind::kNested) {
+    // iommufd_hwpt_nested_alloc: only FAULT_ID_VALID among the flags, data required.
+    if (request.nest_parent || !request.vtd_s1) return IommufdErrno(EOPNOTSUPP, what);
+    if (parent->second.kind != HwptKind::kNestParent) return IommufdErrno(EINVAL, what);
+    kind = HwptKind::kNested;
+  } else {
+    return IommufdErrno(EINVAL, what);  // pt_id: no such object, or one of the wrong type
+  }
+  if (request.fault_id && !faults_.count(*request.fault_id)) return IommufdErrno(ENOENT, what);
+  uint32_t id = next_id_++;
+  hwpts_[id] = Hwpt{request, kind};
+  return id;
+}
+
+InvalidateResult FakeIommufd::InvalidateVtdS1(uint32_t hwpt_id, std::span<const VtdS1Invalidation> entries) {
+  if (absl::Status s = Enter(Op::kInvalidate); !s.ok()) return {s, 0};
+  invalidations_.push_back({hwpt_id, std::vector<VtdS1Invalidation>(entries.begin(), entries.end())});
+  auto h = hwpts_.find(hwpt_id);
+  if (h == hwpts_.end() || h->second.kind != HwptKind::kNested)
+    return {IommufdErrno(ENOENT, FormatInvalidate(hwpt_id, entries, 0)), 0};
+  for (uint32_t i = 0; i < entries.size(); ++i) {
+    const VtdS1Invalidation& e = entries[i];
+    int err = 0;
+    if (inv_failure_ && inv_failure_->first == i) {
+      err = inv_failure_->second;
+      inv_failure_.reset();
+    } else if (e.addr % 4096 != 0 || (e.npages == UINT64_MAX && e.addr != 0) || e.npages == 0) {
+      err = EINVAL;
+    }
+    if (err) return {IommufdErrno(err, FormatInvalidate(hwpt_id, entries, i)), i};
+  }
+  return {absl::OkStatus(), static_cast<uint32_t>(entries.size())};
+}
+
+absl::StatusOr<FaultQueue> FakeIommufd::AllocFaultQueue() {
+  if (absl::Status s = Enter(Op::kAllocFaultQueue); !s.ok()) return s;
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return IommufdErrno(errno, "IOMMU_FAULT_QUEUE_ALLOC");
+  uint32_t id = next_id_++;
+  faults_[id].fd = fd;
+  return FaultQueue{id, fd};
+}
+
+uint32_t FakeIommufd::InjectFault(uint32_t fault_id, HostPageFault f) {
+  auto it = faults_.find(fault_id);
+  if (it == faults_.end()) return 0;
+  if (f.cookie == 0) f.cookie = next_cookie_++;
+  it->second.pending.push_back(f);
+  uint64_t one = 1;
+  (void)!write(it->second.fd, &one, sizeof(one));
+  return f.cookie;
+}
+
+size_t FakeIommufd::outstanding(uint32_t fault_id) const {
+  auto it = faults_.find(fault_id);
+  return it == faults_.end() ? 0 : it->second.outstanding.size();
+}
+
+size_t FakeIommufd::pending(uint32_t fault_id) const {
+  auto it = faults_.find(fault_id);
+  return it == faults_.end() ? 0 : it->second.pending.size();
+}
+
+FakeIommufd::Fault* FakeIommufd::FaultByFd(int fd) {
+  for (auto& [id, f] : faults_)
+    if (f.fd == fd) return &f;
+  return nullptr;
+}
+
+absl::StatusOr<std::vector<HostPageFault>> FakeIommufd::ReadFaults(int fault_fd, size_t max) {
+  if (absl::Status s = Enter(Op::kReadFaults); !s.ok()) return s;
+  Fault* f = FaultByFd(fault_fd);
+  if (f == nullptr)
+    return IommufdErrno(EBADF, absl::StrFormat("read of fault fd %d (up to %d records)", fault_fd, max));
+  std::vector<HostPageFault> out;
+  // Whole groups (consecutive records sharing a cookie) while they fit.
+  while (!f->pending.empty()) {
+    const uint32_t cookie = f->pending.front().cookie;
+    size_t group = 0;
+    while (group < f->pending.size() && f->pending[group].cookie == cookie) ++group;
+    if (group > max - out.size()) break;
+    for (size_t i = 0; i < group; ++i) {
+      out.push_back(f->pending.front());
+      f->pending.pop_front();
+    }
+    f->outstanding.insert(cookie);
+  }
+  if (f->pending.empty()) {
+    uint64_t count;
+    (void)!read(f->fd, &count, sizeof(count));  // no longer readable
+  }
+  return out;
+}
+
+absl::Status FakeIommufd::WriteResponses(int fault_fd, std::span<const HostPageResponse> responses) {
+  if (absl::Status s = Enter(Op::kWriteResponses); !s.ok()) return s;
+  const std::string what = absl::StrFormat("write of %d page responses to fault fd %d", responses.size(), fault_fd);
+  Fault* f = FaultByFd(fault_fd);
+  if (f == nullptr) return IommufdErrno(EBADF, what);
+  for (size_t i = 0; i < responses.size(); ++i) {
+    const HostPageResponse& r = responses[i];
+    bool valid_code = r.code == HostResponseCode::kSuccess || r.code == HostResponseCode::kInvalid;
+    if (!valid_code || f->outstanding.erase(r.cookie) == 0) {
+      if (i == 0) return IommufdErrno(EINVAL, what);
+      return ShortResponseWrite(fault_fd, responses.size(), i * sizeof(iommu_hwpt_page_response));
+    }
+    responses_.push_back(r);
+  }
   return absl::OkStatus();
 }
 
