@@ -203,16 +203,18 @@ absl::Status Machine::SetupPassthrough() {
     devfns.push_back(devfn);
   }
   if (requests.empty()) return absl::OkStatus();
-  if (options_.iommu != "none") {
-    return absl::UnimplementedError(
-        "--device vfio with --iommu=vtd needs the VT-d nesting backend, which is not built yet: the host IOMMU "
-        "would translate the device with guest RAM only, bypassing the emulated VT-d; use --iommu=none");
-  }
   std::vector<iommufd::RamRange> ram;
   for (const MemoryRegion& r : memory_->regions()) ram.push_back({r.gpa, r.host, r.size});
   absl::StatusOr<std::unique_ptr<Passthrough>> pt = Passthrough::Open(requests, std::move(ram));
   if (!pt.ok()) return pt.status();
   passthrough_ = std::move(*pt);
+  if (vtd_) {
+    // Behind the emulated VT-d the host IOMMU must translate what the guest programs (issue 9).
+    std::vector<uint16_t> rids(devfns.begin(), devfns.end());  // bus 0: requester id = devfn
+    if (absl::Status s = passthrough_->EnableVtdNesting(*vtd_, *memory_, rids); !s.ok()) {
+      return Annotate(s, "--device vfio with --iommu=vtd");
+    }
+  }
   for (size_t i = 0; i < passthrough_->size(); ++i) {
     if (absl::Status s = pci_->AddDevice(devfns[i], passthrough_->device(i)); !s.ok()) {
       return Annotate(s, requests[i].name);

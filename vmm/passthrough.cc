@@ -14,6 +14,26 @@ absl::Status Annotate(const absl::Status& s, const std::string& what) {
   return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
 }
 
+// A passthrough function as the VT-d nesting backend drives it: attachments through its VFIO cdev.
+class VfioNestedDevice final : public iommufd::NestedDevice {
+ public:
+  VfioNestedDevice(vfio::VfioPciDevice& device, uint32_t dev_id, uint16_t rid)
+      : device_(device), dev_id_(dev_id), rid_(rid) {}
+  const std::string& name() const override { return device_.name(); }
+  uint32_t dev_id() const override { return dev_id_; }
+  uint16_t rid() const override { return rid_; }
+  bool pri() const override { return device_.host_has_pri(); }
+  absl::Status Attach(uint32_t pt_id) override { return device_.ops().AttachPt(pt_id); }
+  absl::Status Detach() override { return device_.ops().DetachPt(); }
+  absl::Status AttachPasid(uint32_t pasid, uint32_t pt_id) override { return device_.ops().AttachPasid(pasid, pt_id); }
+  absl::Status DetachPasid(uint32_t pasid) override { return device_.ops().DetachPasid(pasid); }
+
+ private:
+  vfio::VfioPciDevice& device_;
+  const uint32_t dev_id_;
+  const uint16_t rid_;
+};
+
 }  // namespace
 
 PassthroughHost PassthroughHost::Real(const vfio::LocateOptions& options) {
@@ -78,7 +98,37 @@ absl::Status Passthrough::OpenOne(const PassthroughRequest& request, const Passt
   return absl::OkStatus();
 }
 
+absl::Status Passthrough::EnableVtdNesting(vtd::VtdIommu& iommu, PhysMemory& guest, const std::vector<uint16_t>& rids,
+                                           iommufd::VtdNestingOptions options) {
+  if (nesting_) return absl::FailedPreconditionError("VT-d nesting is already enabled");
+  if (rids.size() != devices_.size()) return absl::InvalidArgumentError("one requester id per passthrough device");
+  if (!iommu.profile().caching_mode) {
+    return absl::InvalidArgumentError(
+        "--vtd-profile cm=off with a passthrough device: the host can only follow the guest's second-stage tables "
+        "if the guest announces every new mapping (caching mode, VT-d §6.1); drop cm=off");
+  }
+  std::vector<iommufd::NestedDevice*> devices;
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    nested_devices_.push_back(std::make_unique<VfioNestedDevice>(*devices_[i].device, devices_[i].dev_id, rids[i]));
+    devices.push_back(nested_devices_.back().get());
+  }
+  auto info = backend_->host_info().find(devices_[0].dev_id);
+  if (info == backend_->host_info().end()) return absl::InternalError("no host IOMMU info for the first device");
+  options.ram = backend_->ram();
+  options.ioas_id = backend_->ioas_id();
+  absl::StatusOr<std::unique_ptr<iommufd::VtdNestingBackend>> nesting =
+      iommufd::VtdNestingBackend::Create(backend_->ops(), iommu, guest, info->second, devices, std::move(options));
+  if (!nesting.ok()) {
+    nested_devices_.clear();
+    return nesting.status();
+  }
+  nesting_ = std::move(*nesting);
+  return absl::OkStatus();
+}
+
 Passthrough::~Passthrough() {
+  nesting_.reset();  // devices back on the IOAS, HWPTs and the fault queue destroyed
+  nested_devices_.clear();
   // Devices first (their destructors stop interrupt forwarding and close the cdev, which unbinds
   // them from the iommufd), then the IOAS and /dev/iommu.
   while (!devices_.empty()) {
@@ -98,6 +148,7 @@ void Passthrough::ResetAll() {
 
 std::string Passthrough::Describe() const {
   std::string out = backend_ ? backend_->Describe() : "iommufd: none";
+  if (nesting_) absl::StrAppend(&out, "\n", nesting_->Describe());
   for (const Entry& e : devices_) {
     absl::StrAppend(&out, absl::StrFormat("\n%s: host %s, %s, iommufd device %u", e.device->name(),
                                           e.located.bdf.empty() ? "?" : e.located.bdf, e.located.cdev_path,

@@ -20,6 +20,7 @@
 #include "devices/vfio/vfio_locate.h"
 #include "devices/vfio/vfio_pci_device.h"
 #include "iommu/iommufd/iommufd_backend.h"
+#include "iommu/iommufd/vtd_nesting.h"
 
 namespace ionest {
 
@@ -58,6 +59,15 @@ class Passthrough {
   // running for a guest that is gone.
   void ResetAll();
 
+  // --iommu=vtd (issue 9): hands the devices to the VT-d nesting backend, which binds their guest
+  // VT-d state to the host (nest parent over the IOAS, nested first stages, shadows, faults).
+  // `rids[i]` is the guest requester id of device(i). Call once, after Open; the backend is
+  // destroyed first when this object is (devices back on the IOAS, HWPTs destroyed). `iommu` and
+  // `guest` must outlive this object.
+  absl::Status EnableVtdNesting(vtd::VtdIommu& iommu, PhysMemory& guest, const std::vector<uint16_t>& rids,
+                                iommufd::VtdNestingOptions options = {});
+  iommufd::VtdNestingBackend* nesting() { return nesting_.get(); }
+
  private:
   struct Entry {
     vfio::LocatedDevice located;
@@ -69,6 +79,8 @@ class Passthrough {
 
   std::unique_ptr<iommufd::IommufdBackend> backend_;
   std::vector<Entry> devices_;  // destroyed before backend_ (explicitly, in the destructor)
+  std::vector<std::unique_ptr<iommufd::NestedDevice>> nested_devices_;
+  std::unique_ptr<iommufd::VtdNestingBackend> nesting_;  // destroyed first
 };
 
 }  // namespace ionest

@@ -89,6 +89,8 @@ class VfioPciDevice final : public PciDevice {
   uint16_t ats_offset() const { return ats_; }
   uint16_t pri_offset() const { return pri_; }
   uint16_t pasid_offset() const { return pasid_; }
+  // The host function has a PRI capability (it can send page requests through the host IOMMU).
+  bool host_has_pri() const { return host_pri_ != 0; }
 
  private:
   // Sub-range [base, base+len) of BAR `index`, forwarded to the device (mmapped where allowed).

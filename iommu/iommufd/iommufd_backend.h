@@ -54,6 +54,7 @@ class IommufdBackend {
   void OnDeviceDetaching(uint32_t dev_id);
 
   bool ram_mapped() const { return mapped_; }
+  const std::vector<RamRange>& ram() const { return ram_; }
   // Reserved IOVA ranges (complement of the allowed ranges) as read by the last successful
   // OnDeviceAttached; for logs and docs.
   const std::vector<IovaRange>& reserved_ranges() const { return reserved_; }
