@@ -8,33 +8,6 @@ namespace {
 
 constexpr uint64_t Bits(int hi, int lo) { return ((1ull << (hi + 1)) - 1) & ~((1ull << lo) - 1); }
 
-// Reserved bits of a present entry at `level` (VT-d §9.8).
-uint64_t ReservedMask(const SecondStageConfig& c, int level, uint64_t entry) {
-  const uint64_t addr_rsv = c.haw_bits >= 52 ? 0 : Bits(51, c.haw_bits);
-  const bool ps = entry & ss::kPS;
-  switch (level) {
-    case 5:
-    case 4:
-      return addr_rsv | ss::kPS;
-    case 3:
-      if (!ps) return addr_rsv;
-      return (c.superpage_mask & kSuperpage1G) ? (addr_rsv | Bits(29, 12)) : (addr_rsv | ss::kPS);
-    case 2:
-      if (!ps) return addr_rsv;
-      return (c.superpage_mask & kSuperpage2M) ? (addr_rsv | Bits(20, 12)) : (addr_rsv | ss::kPS);
-    default:
-      return addr_rsv;
-  }
-}
-
-uint32_t EntryRights(uint64_t e) {
-  uint32_t r = 0;
-  if (e & ss::kR) r |= kDmaRead;
-  if (e & ss::kW) r |= kDmaWrite;
-  if (e & ss::kX) r |= kDmaExec;
-  return r;
-}
-
 WalkResult WalkOnce(TableAccess& io, const SecondStageConfig& c, uint64_t addr, uint32_t access, bool* restart) {
   constexpr WalkStage kStage = WalkStage::kSecond;
   const bool write = access & kDmaWrite;
@@ -48,9 +21,9 @@ WalkResult WalkOnce(TableAccess& io, const SecondStageConfig& c, uint64_t addr, 
     if (!io.ReadEntry(entry_addr, level, addr, &e, &r)) return r;
     if (!(e & (ss::kR | ss::kW | ss::kX)))
       return MakeFault(WalkFaultKind::kNotPresent, kStage, level, addr, e, entry_addr);
-    if (e & ReservedMask(c, level, e))
+    if (e & SecondStageReservedMask(c, level, e))
       return MakeFault(WalkFaultKind::kReservedBit, kStage, level, addr, e, entry_addr);
-    rights &= EntryRights(e);  // effective rights: intersection over all levels (VT-d §3.7.1)
+    rights &= SecondStageEntryRights(e);  // effective rights: intersection over all levels (VT-d §3.7.1)
     const bool leaf = level == 1 || (e & ss::kPS);
     if (!leaf) {
       if (c.ad_enabled && !(e & ss::kA)) {
@@ -95,6 +68,32 @@ WalkResult WalkOnce(TableAccess& io, const SecondStageConfig& c, uint64_t addr, 
 bool IsValidSecondStageConfig(const SecondStageConfig& c) {
   return c.levels >= 3 && c.levels <= 5 && c.aw_bits > 12 && c.aw_bits <= 12 + 9 * c.levels && c.haw_bits >= 12 &&
          c.haw_bits <= 52;
+}
+
+uint64_t SecondStageReservedMask(const SecondStageConfig& c, int level, uint64_t entry) {
+  const uint64_t addr_rsv = c.haw_bits >= 52 ? 0 : Bits(51, c.haw_bits);
+  const bool ps = entry & ss::kPS;
+  switch (level) {
+    case 5:
+    case 4:
+      return addr_rsv | ss::kPS;
+    case 3:
+      if (!ps) return addr_rsv;
+      return (c.superpage_mask & kSuperpage1G) ? (addr_rsv | Bits(29, 12)) : (addr_rsv | ss::kPS);
+    case 2:
+      if (!ps) return addr_rsv;
+      return (c.superpage_mask & kSuperpage2M) ? (addr_rsv | Bits(20, 12)) : (addr_rsv | ss::kPS);
+    default:
+      return addr_rsv;
+  }
+}
+
+uint32_t SecondStageEntryRights(uint64_t e) {
+  uint32_t r = 0;
+  if (e & ss::kR) r |= kDmaRead;
+  if (e & ss::kW) r |= kDmaWrite;
+  if (e & ss::kX) r |= kDmaExec;
+  return r;
 }
 
 WalkResult WalkSecondStage(PhysMemory& memory, const SecondStageConfig& c, uint64_t addr, uint32_t access) {

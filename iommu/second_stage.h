@@ -41,6 +41,13 @@ struct SecondStageConfig {
 // perms == user_perms == supervisor_perms (second stage has no privilege levels).
 WalkResult WalkSecondStage(PhysMemory& memory, const SecondStageConfig& config, uint64_t addr, uint32_t access);
 
+// Reserved bits of a present entry at `level` (VT-d §9.8): address bits 51:HAW everywhere; PS at
+// levels 5/4 and wherever the superpage size is not supported (CAP.SLLPS, config.superpage_mask);
+// the address bits below the superpage size of a 1 GiB / 2 MiB leaf.
+uint64_t SecondStageReservedMask(const SecondStageConfig& config, int level, uint64_t entry);
+// The R/W/X rights of an entry as DmaAccess bits.
+uint32_t SecondStageEntryRights(uint64_t entry);
+
 // True if the config is walkable (levels 3..5, 12 < aw_bits <= 12 + 9*levels, 12 <= haw_bits <= 52).
 bool IsValidSecondStageConfig(const SecondStageConfig& config);
 

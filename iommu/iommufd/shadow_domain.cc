@@ -17,38 +17,6 @@ namespace {
 
 constexpr uint64_t kPageMask = kPage4K - 1;
 
-constexpr uint64_t Bits(int hi, int lo) { return ((1ull << (hi + 1)) - 1) & ~((1ull << lo) - 1); }
-
-// Reserved bits of a present second-stage entry at `level` (VT-d §9.8), exactly as
-// WalkSecondStage checks them: address bits 51:HAW everywhere; PS at levels 5/4 and wherever the
-// superpage size is not supported (CAP.SLLPS, config.superpage_mask); the address bits below the
-// superpage size of a 1 GiB / 2 MiB leaf.
-uint64_t ReservedMask(const SecondStageConfig& c, int level, uint64_t entry) {
-  const uint64_t addr_rsv = c.haw_bits >= 52 ? 0 : Bits(51, c.haw_bits);
-  const bool ps = entry & ss::kPS;
-  switch (level) {
-    case 5:
-    case 4:
-      return addr_rsv | ss::kPS;
-    case 3:
-      if (!ps) return addr_rsv;
-      return (c.superpage_mask & kSuperpage1G) ? (addr_rsv | Bits(29, 12)) : (addr_rsv | ss::kPS);
-    case 2:
-      if (!ps) return addr_rsv;
-      return (c.superpage_mask & kSuperpage2M) ? (addr_rsv | Bits(20, 12)) : (addr_rsv | ss::kPS);
-    default:
-      return addr_rsv;
-  }
-}
-
-uint32_t EntryRights(uint64_t e) {
-  uint32_t r = 0;
-  if (e & ss::kR) r |= kDmaRead;
-  if (e & ss::kW) r |= kDmaWrite;
-  if (e & ss::kX) r |= kDmaExec;
-  return r;
-}
-
 absl::Status Annotate(const absl::Status& s, absl::string_view context) {
   return absl::Status(s.code(), absl::StrCat(context, ": ", s.message()));
 }
@@ -160,11 +128,11 @@ absl::Status ShadowDomain::WalkTable(uint64_t table, int level, uint64_t base, u
     if (!(e & (ss::kR | ss::kW | ss::kX))) continue;  // not present: R=W=X=0
     const bool leaf = level == 1 || (level <= 3 && (e & ss::kPS));
     uint64_t& skipped = leaf ? stats_.skipped_leaves : stats_.skipped_tables;
-    if (e & ReservedMask(config_, level, e)) {
+    if (e & SecondStageReservedMask(config_, level, e)) {
       ++skipped;
       continue;
     }
-    const uint32_t r = rights & EntryRights(e);
+    const uint32_t r = rights & SecondStageEntryRights(e);
     // iommufd mappings are always readable: a leaf (or subtree) the guest made write- or
     // execute-only cannot be shadowed without granting reads the guest did not, so it stays
     // unmapped and DMA there faults in the host.
