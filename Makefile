@@ -33,7 +33,7 @@ CMAKE_VARS := -DIONEST_GUEST_KERNEL=$(KERNEL) -DIONEST_GUEST_INITRD_DIR=$(INITRD
 PAYLOAD_SCRIPTS := guest-tests/modules/build-modules.sh guest-tests/programs/build-programs.sh \
   guest-tests/pcitest/build-pcitest.sh guest-tests/kselftests/build-kselftests.sh
 
-.PHONY: test-opt-in all setup kernel debian-kernel guest-payload passthrough-payload initramfs configure build fuzz-build run test bench-guest
+.PHONY: qemu-host-initramfs test-opt-in all setup kernel debian-kernel guest-payload passthrough-payload initramfs configure build fuzz-build run test bench-guest
 all: build
 
 setup:
@@ -63,6 +63,12 @@ initramfs: guest-payload passthrough-payload
 	for s in $(SUITES); do \
 	  guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/$$s.cpio -t guest-tests/suites/$$s; \
 	done
+
+# QEMU-TCG host suite (guest-tests/qemu-host, CTest guest_qemu-host, in `make test`): ionest's
+# passthrough code against a real 6.12 kernel, no KVM needed. Bundles the checks binary with its
+# libraries and builds $(INITRD_DIR)/qemu-host.cpio.
+qemu-host-initramfs: build
+	guest-tests/qemu-host/bundle.sh $(BUILD) $(INITRD_DIR)/qemu-host.cpio
 
 configure:
 	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_VARS)
@@ -107,7 +113,7 @@ test-opt-in: setup kernel initramfs build
 
 # Runs every label in $(BUILD) and the fuzzers in $(FUZZ_BUILD), then prints one
 # line summing CTest tests and guest KTAP cases (scripts/summarize-tests.py).
-test: setup kernel debian-kernel initramfs build fuzz-build
+test: setup kernel debian-kernel initramfs build fuzz-build qemu-host-initramfs
 	rm -f $(BUILD)/guest-results/*.summary $(BUILD)/ctest-junit.xml $(FUZZ_BUILD)/ctest-junit.xml
 	rc=0; \
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS) --output-junit $(CURDIR)/$(BUILD)/ctest-junit.xml || rc=1; \

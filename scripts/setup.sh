@@ -18,6 +18,9 @@ packages=(
   patch libc6-dev                        # kernel + selftest patches; static guest programs (libc.a)
   # guest initramfs
   busybox-static
+  # guest-tests/qemu-host: QEMU TCG (q35 + intel-iommu + edu) as a real-kernel host for the
+  # passthrough code, no /dev/kvm needed
+  qemu-system-x86
 )
 
 missing=()
