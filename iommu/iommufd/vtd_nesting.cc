@@ -31,10 +31,15 @@ uint32_t AccessFromPerm(uint32_t perm) {
   return access;
 }
 
-// The host invalidation a guest IOTLB descriptor asks for (§6.5.2.3 / §6.5.2.4).
-VtdS1Invalidation EntryFor(const InvDescriptor& d, bool page_selective) {
-  if (!page_selective) return {0, UINT64_MAX, false};
-  return {d.inv_addr(), uint64_t{1} << std::min<uint8_t>(d.inv_am(), 52), d.inv_ih()};
+// The host invalidation a guest IOTLB descriptor asks for (§6.5.2.3 / §6.5.2.4). AM masks the low
+// ADDR bits: the range is the 2^AM-page block containing ADDR, aligned to its size (as the model's
+// IOTLB invalidates it). Without PSI, or with AM > MAMV (undefined; the model executes it as
+// domain/PASID-selective), everything.
+VtdS1Invalidation EntryFor(const InvDescriptor& d, bool page_selective, const vtd::VtdProfile& profile) {
+  const uint8_t am = d.inv_am();
+  if (!page_selective || !profile.psi || am > profile.mamv || am >= 52) return {0, UINT64_MAX, false};
+  const uint64_t npages = uint64_t{1} << am;
+  return {d.inv_addr() & ~((npages << 12) - 1), npages, d.inv_ih()};
 }
 
 }  // namespace
@@ -399,10 +404,10 @@ std::optional<size_t> VtdNestingBackend::OnInvalidationBatch(std::span<const Inv
         touched = true;
         if (b.binding.kind == BindingKind::kNested) {
           HostCall& c = calls[b.owned_hwpt];
-          c.entries.push_back(EntryFor(d, page));
+          c.entries.push_back(EntryFor(d, page, env_.profile));
           c.origin.push_back(i);
         } else if (b.shadow) {
-          const VtdS1Invalidation e = EntryFor(d, page);
+          const VtdS1Invalidation e = EntryFor(d, page, env_.profile);
           const uint64_t size = e.npages == UINT64_MAX || e.npages > (uint64_t{1} << 52) ? 0 : e.npages << 12;
           ++stats_.shadow_syncs;
           if (absl::Status s = b.shadow->Sync(e.addr, size); !s.ok()) {
@@ -516,12 +521,26 @@ void VtdNestingBackend::HandlePageResponse(const PageResponse& response) {
 
 void VtdNestingBackend::Respond(std::vector<HostPageResponse> responses) {
   if (fault_fd_ < 0 || responses.empty()) return;
-  if (absl::Status s = ops_.WriteResponses(fault_fd_, responses); !s.ok()) {
-    ABSL_RAW_LOG(WARNING, "vtd nesting: answering %zu page request group(s): %s", responses.size(),
-                 std::string(s.message()).c_str());
+  absl::Status s = ops_.WriteResponses(fault_fd_, responses);
+  if (s.ok()) {
+    stats_.responses += responses.size();
     return;
   }
-  stats_.responses += responses.size();
+  ABSL_RAW_LOG(WARNING, "vtd nesting: answering %zu page request group(s): %s; writing them one by one",
+               responses.size(), std::string(s.message()).c_str());
+  // The kernel stops at the first response it refuses (iommufd_fault_fops_write: an unknown cookie,
+  // e.g. one it answered itself when the device's HWPT was replaced) and never takes the ones after
+  // it: a short write. Each group whose answer is dropped keeps its device's page requests waiting
+  // until the VM exits, so every response is written again on its own; those already taken are
+  // refused (logged) and change nothing.
+  for (const HostPageResponse& r : responses) {
+    if (absl::Status one = ops_.WriteResponses(fault_fd_, {&r, 1}); one.ok()) {
+      ++stats_.responses;
+    } else {
+      ABSL_RAW_LOG(WARNING, "vtd nesting: answering page request group cookie %u: %s", r.cookie,
+                   std::string(one.message()).c_str());
+    }
+  }
 }
 
 void VtdNestingBackend::AnswerOutstanding(uint32_t dev_id, std::optional<uint32_t> pasid) {

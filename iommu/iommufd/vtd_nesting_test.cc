@@ -364,6 +364,19 @@ TEST_F(NestingTest, InvalidationsReachOnlyTheirDomainAndPasid) {
             (std::vector<VtdS1Invalidation>{{0, UINT64_MAX, false}, {0x8000, 8, true}, {0, UINT64_MAX, false}}));
 }
 
+// §6.5.2.3: AM masks the low address bits; the host gets the aligned block (fuzzer-found: the
+// unaligned address used to leave the pages below it stale on the host).
+TEST_F(NestingTest, AddressMaskSelectsTheAlignedBlock) {
+  CreateBackend();
+  ScalableContext();
+  SetPasid(0, {.pgtt = vtd::kPgttFirstStage, .did = 5, .flptptr = 0x200000});
+  ASSERT_TRUE(Sync({CcDevice(0, kRid)}).ok());
+  ASSERT_TRUE(Sync({PIotlbPage(5, 0, 0x5000, 2), PIotlbPage(5, 0, 0x7000, 0), PIotlbPage(5, 0, 0x0, 60)}).ok());
+  ASSERT_EQ(fake_.invalidations().size(), 1u);
+  EXPECT_EQ(fake_.invalidations()[0].entries,
+            (std::vector<VtdS1Invalidation>{{0x4000, 4, false}, {0x7000, 1, false}, {0, UINT64_MAX, false}}));
+}
+
 TEST_F(NestingTest, HostRefusalOfAnInvalidationIsIqeAtTheGuestsDescriptor) {
   CreateBackend();
   ScalableContext();
@@ -519,6 +532,20 @@ TEST_F(FaultTest, ResetUnbindAndExitAnswerEveryOutstandingGroup) {
   EXPECT_EQ(fake_.responses().size() + fake_.auto_responses().size(), 3u);
   EXPECT_EQ(fake_.live_objects(), 1u);
   EXPECT_EQ(device_->attached, kIoas);
+}
+
+// The kernel stops at the first response it refuses; the others must still be answered
+// (fuzzer-found: a failed batched write used to drop every answer of the batch).
+TEST_F(FaultTest, AFailedBatchedAnswerIsRetriedOneByOne) {
+  Inject(1, 0x1000, true, std::nullopt);
+  Inject(2, 0x2000, true, std::nullopt);
+  Inject(3, 0x3000, true, std::nullopt);
+  backend_->PumpFaults();
+  ASSERT_EQ(backend_->outstanding_groups(), 3u);
+  fake_.FailNext(FakeIommufd::Op::kWriteResponses, absl::InvalidArgumentError("injected short write"));
+  env_->iommu->Reset();
+  EXPECT_EQ(fake_.responses().size(), 3u);
+  EXPECT_EQ(fake_.outstanding(fault_id_), 0u);
 }
 
 TEST_F(FaultTest, OutstandingGroupsAreCapped) {
