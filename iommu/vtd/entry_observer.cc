@@ -4,13 +4,28 @@ namespace ionest::vtd {
 
 namespace {
 bool SameContext(const ContextEntry& a, const ContextEntry& b) { return a.raw == b.raw && a.scalable == b.scalable; }
-// Faults that mean "no entry" rather than "a malformed entry".
+// Faults that mean "no entry" rather than "a malformed entry". A PASID beyond the context's
+// directory (0x46) is no entry either: an invalidation naming it is not a request hitting it.
 bool IsAbsent(uint8_t reason) {
   return reason == kFrRootNotPresent || reason == kFrContextNotPresent || reason == kSmRootNotPresent ||
-         reason == kSmContextNotPresent || reason == kSmPasidDirNotPresent || reason == kSmPasidEntryNotPresent;
+         reason == kSmContextNotPresent || reason == kSmPasidDirNotPresent || reason == kSmPasidEntryNotPresent ||
+         reason == kSmPasidTooLarge;
 }
 constexpr uint64_t kContextFaultKey = uint64_t{1} << 63;
 }  // namespace
+
+std::optional<TableFault> EntryObserver::NoteFault(uint64_t key, const TableFault& fault) {
+  auto it = reported_faults_.find(key);
+  if (it != reported_faults_.end()) {
+    if (it->second == fault.reason) return std::nullopt;
+    it->second = fault.reason;
+    return fault;
+  }
+  // A guest can make any number of malformed entries: past the cap they are no longer reported.
+  if (reported_faults_.size() >= kMaxReportedFaults) return std::nullopt;
+  reported_faults_.emplace(key, fault.reason);
+  return fault;
+}
 
 void EntryObserver::Clear() {
   contexts_.clear();
@@ -33,9 +48,7 @@ std::vector<ContextChange> EntryObserver::ScanContexts(const PhysMemory& memory,
     } else {
       std::optional<TableFault> fault;
       if (!IsAbsent(d.fault.reason)) {
-        auto [f, inserted] = reported_faults_.try_emplace(kContextFaultKey | rid, d.fault.reason);
-        if (inserted || f->second != d.fault.reason) fault = d.fault;
-        f->second = d.fault.reason;
+        fault = NoteFault(kContextFaultKey | rid, d.fault);
       }
       const bool was_valid = it != contexts_.end();
       if (was_valid) contexts_.erase(it);
@@ -89,9 +102,7 @@ void EntryObserver::Compare(uint16_t rid, uint32_t pasid, const Decoded<PasidEnt
   }
   std::optional<TableFault> fault;
   if (!IsAbsent(d.fault.reason)) {
-    auto [f, inserted] = reported_faults_.try_emplace(key, d.fault.reason);
-    if (inserted || f->second != d.fault.reason) fault = d.fault;
-    f->second = d.fault.reason;
+    fault = NoteFault(key, d.fault);
   }
   const bool was_valid = it != pasids_.end();
   if (was_valid) pasids_.erase(it);

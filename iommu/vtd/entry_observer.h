@@ -47,11 +47,14 @@ class EntryObserver {
   void Clear();
 
  private:
+  static constexpr size_t kMaxReportedFaults = 4096;
   void Compare(uint16_t rid, uint32_t pasid, const Decoded<PasidEntry>& d, std::vector<PasidChange>& out);
+  // Returns the fault if it is new for `key` (and records it), nullopt if already reported.
+  std::optional<TableFault> NoteFault(uint64_t key, const TableFault& fault);
   absl::flat_hash_map<uint16_t, ContextEntry> contexts_;
   absl::flat_hash_map<uint64_t, PasidEntry> pasids_;  // key rid << 32 | pasid
   // Malformed entries already reported (same keys; contexts as rid | 1 << 63), so a rescan does
-  // not report them again. Bounded by the scans' read budget.
+  // not report them again. At most kMaxReportedFaults.
   absl::flat_hash_map<uint64_t, uint8_t> reported_faults_;
 };
 

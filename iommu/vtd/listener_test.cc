@@ -191,6 +191,16 @@ TEST_F(BatchListenerTest, MalformedPasidEntryIsReportedOnceAsItsArchitectedFault
   EXPECT_EQ(listener_.pasids.back(), std::make_tuple(kRid, 5u, false, uint8_t{0}));
 }
 
+// An invalidation naming a PASID beyond the context's directory is not a request hitting an
+// entry: no fault (found by the nesting test bed's invalidation storm).
+TEST_F(BatchListenerTest, InvalidatingAPasidBeyondTheDirectoryReportsNoFault) {
+  VtdTableBuilder& t = env_->driver->tables();
+  ASSERT_TRUE(t.SetScalableContext(kRid, {.pasid_enable = true, .pdts = 0}).ok());  // 8192 PASIDs
+  ASSERT_TRUE(env_->driver->SubmitSync({CcDevice(0, kRid)}).ok());
+  ASSERT_TRUE(env_->driver->SubmitSync({PasidCacheInv(1, 3, 100000), PasidCacheInv(1, 3, 8192)}).ok());
+  EXPECT_TRUE(batch_.faults.empty());
+}
+
 TEST_F(BatchListenerTest, TranslationEnableAndResetAreReported) {
   ASSERT_TRUE(env_->driver->EnableTranslation().ok());
   ASSERT_TRUE(env_->driver->DisableTranslation().ok());
