@@ -10,6 +10,7 @@
 // expected result from values it also produced on the device side.
 //
 //   ionest_passthrough_testbed --device vfio,host=0000:00:02.0 [--ram 8M]   KTAP cases (nested, 4 spaces)
+//   ionest_passthrough_testbed --nesting --device vfio,host=BDF [--ram 8M]  the VT-d nesting cases (issue 9)
 //   ionest_passthrough_testbed --open-only --device SPEC [--as-user UID]   exit 0 opened, 1 error (stderr)
 #include <grp.h>
 #include <unistd.h>
@@ -30,6 +31,7 @@ namespace {
 int Main(int argc, char** argv) {
   TestbedOptions o;
   bool open_only = false;
+  bool nesting = false;
   std::optional<uid_t> as_user;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -50,12 +52,15 @@ int Main(int argc, char** argv) {
       o.ram = *size;
     } else if (a == "--open-only") {
       open_only = true;
+    } else if (a == "--nesting") {
+      nesting = true;
     } else if (a == "--as-user") {
       uint32_t uid = 0;
       if (!absl::SimpleAtoi(value(), &uid)) return 2;
       as_user = uid;
     } else {
-      std::fprintf(stderr, "usage: %s --device vfio,host=BDF|path=CDEV [--ram 8M] [--open-only [--as-user UID]]\n",
+      std::fprintf(stderr,
+                   "usage: %s --device vfio,host=BDF|path=CDEV [--ram 8M] [--nesting | --open-only [--as-user UID]]\n",
                    argv[0]);
       return 2;
     }
@@ -74,8 +79,13 @@ int Main(int argc, char** argv) {
     }
     return OpenOnly(o, PassthroughHost::Real());
   }
-  Ktap k(kTestbedCases, [](const std::string& line) { std::printf("%s\n", line.c_str()); std::fflush(stdout); });
-  RunTestbedCases(o, PassthroughHost::Real(), k);
+  Ktap k(nesting ? kNestingCases : kTestbedCases,
+         [](const std::string& line) { std::printf("%s\n", line.c_str()); std::fflush(stdout); });
+  if (nesting) {
+    RunNestingCases(o, PassthroughHost::Real(), k);
+  } else {
+    RunTestbedCases(o, PassthroughHost::Real(), k);
+  }
   return k.failed() == 0 ? 0 : 1;
 }
 

@@ -49,6 +49,15 @@ inline constexpr int kTestbedCases = 19;
 // Runs every case (exactly kTestbedCases results, filling with failures if the run stops early).
 void RunTestbedCases(const TestbedOptions& options, const PassthroughHost& host, Ktap& ktap);
 
+// The VT-d nesting cases (issue 9): the inner machine gets ionest's emulated VT-d, a Linux-like
+// driver enables scalable mode and programs first-stage, pass-through, second-stage-only and
+// legacy entries, the device's page faults travel host fault queue → inner page request queue →
+// driver → response; and a hostile inner guest (bad pointers, reserved bits, invalidation storms,
+// stray responses, reset with faults outstanding). Exactly kNestingCases results. Needs --ram of at
+// least 8M and a device with ATS, PRI (capacity >= 256) and PASID.
+inline constexpr int kNestingCases = 20;
+void RunNestingCases(const TestbedOptions& options, const PassthroughHost& host, Ktap& ktap);
+
 // --open-only: builds the inner machine (opening the devices) and returns 0, or prints the error
 // to stderr and returns 1.
 int OpenOnly(const TestbedOptions& options, const PassthroughHost& host);

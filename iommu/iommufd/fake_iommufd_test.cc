@@ -363,6 +363,36 @@ TEST_F(FakeNestingTest, DestroyingAFaultQueueAnswersItsFaultsInvalid) {
   EXPECT_EQ(fake_.ReadFaults(q.fd, 1).status().code(), Code(EBADF));
 }
 
+TEST_F(FakeNestingTest, ResponseListenerSeesEachAnsweredGroupWithItsLastRecord) {
+  std::vector<std::pair<HostPageFault, HostResponseCode>> heard;
+  fake_.SetResponseListener([&](const HostPageFault& f, HostResponseCode c) { heard.push_back({f, c}); });
+  FaultQueue q = NewFaultQueue();
+  HostPageFault first = Fault(0x1000, 50);
+  first.last = false;
+  fake_.InjectFault(q.id, first);
+  HostPageFault last = Fault(0x2000, 50);
+  last.grpid = 9;
+  fake_.InjectFault(q.id, last);
+  const uint32_t other = fake_.InjectFault(q.id, Fault(0x3000));
+  ASSERT_EQ(fake_.ReadFaults(q.fd, 8)->size(), 3u);
+  std::vector<HostPageResponse> bad{{999, HostResponseCode::kSuccess}};
+  EXPECT_FALSE(fake_.WriteResponses(q.fd, bad).ok());
+  EXPECT_THAT(heard, IsEmpty());  // refused responses are not reported
+  std::vector<HostPageResponse> r{{50, HostResponseCode::kSuccess}};
+  ASSERT_TRUE(fake_.WriteResponses(q.fd, r).ok());
+  ASSERT_EQ(heard.size(), 1u);
+  EXPECT_EQ(heard[0].first, last);
+  EXPECT_EQ(heard[0].second, HostResponseCode::kSuccess);
+  // Destroying the queue answers the rest (read and unread) INVALID, reported too.
+  const uint32_t unread = fake_.InjectFault(q.id, Fault(0x4000));
+  ASSERT_TRUE(fake_.Destroy(q.id).ok());
+  ASSERT_EQ(heard.size(), 3u);
+  EXPECT_EQ(heard[1].first.cookie, other);
+  EXPECT_EQ(heard[2].first.cookie, unread);
+  EXPECT_EQ(heard[2].first.addr, 0x4000u);
+  EXPECT_EQ(heard[2].second, HostResponseCode::kInvalid);
+}
+
 // --- injected failures and the forwarding handle ---
 
 TEST_F(FakeNestingTest, FailNextCoversTheNewOps) {

@@ -1,6 +1,7 @@
 #include "tests/passthrough/loopback_host.h"
 
 #include <fcntl.h>
+#include <linux/iommufd.h>
 #include <linux/vfio.h>
 #include <unistd.h>
 
@@ -15,7 +16,9 @@
 #include "devices/pci_msix.h"
 #include "devices/pci_regs.h"
 #include "devices/vfio/vfio_cdev.h"
+#include "iommu/first_stage.h"
 #include "iommu/iommufd/iommufd_kernel.h"
+#include "iommu/walk_types.h"
 
 namespace ionest::passthrough_test {
 
@@ -29,6 +32,55 @@ constexpr uint32_t kDevIdBase = 0x100;  // iommufd device IDs handed out by the 
 }  // namespace
 
 // ---- HostIommu ------------------------------------------------------------------------------
+
+namespace {
+
+// Guest-physical memory as the host IOMMU reaches it through one IOAS (the nest parent's): the
+// first-stage table walk of a nested HWPT reads (and A/D-updates) the guest's tables here.
+class IoasMemory final : public PhysMemory {
+ public:
+  explicit IoasMemory(std::vector<FakeIommufd::Mapping> maps) : maps_(std::move(maps)) {}
+  absl::Status Read(uint64_t gpa, void* dst, size_t len) const override {
+    uint8_t* p = Find(gpa, len);
+    if (!p) return absl::OutOfRangeError(absl::StrFormat("IOVA [%#x, +%#x) not mapped", gpa, len));
+    std::memcpy(dst, p, len);
+    return absl::OkStatus();
+  }
+  absl::Status Write(uint64_t gpa, const void* src, size_t len) override {
+    uint8_t* p = Find(gpa, len, /*write=*/true);
+    if (!p) return absl::OutOfRangeError(absl::StrFormat("IOVA [%#x, +%#x) not mapped writeable", gpa, len));
+    std::memcpy(p, src, len);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<bool> CompareExchange64(uint64_t gpa, uint64_t* expected, uint64_t desired) override {
+    if (gpa % 8) return absl::InvalidArgumentError("unaligned compare-exchange");
+    uint8_t* p = Find(gpa, 8, /*write=*/true);
+    if (!p) return absl::OutOfRangeError(absl::StrFormat("IOVA %#x not mapped writeable", gpa));
+    return __atomic_compare_exchange_n(reinterpret_cast<uint64_t*>(p), expected, desired, false, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST);
+  }
+
+ private:
+  uint8_t* Find(uint64_t gpa, uint64_t len, bool write = false) const {
+    for (const FakeIommufd::Mapping& m : maps_) {
+      if (gpa >= m.iova && len <= m.len && gpa - m.iova <= m.len - len && (!write || m.writeable))
+        return static_cast<uint8_t*>(m.va) + (gpa - m.iova);
+    }
+    return nullptr;
+  }
+  std::vector<FakeIommufd::Mapping> maps_;
+};
+
+uint32_t PermOf(uint32_t access) {
+  uint32_t perm = 0;
+  if (access & kDmaRead) perm |= iommufd::kPermRead;
+  if (access & kDmaWrite) perm |= iommufd::kPermWrite;
+  if (access & kDmaExec) perm |= iommufd::kPermExec;
+  if (access & kDmaPriv) perm |= iommufd::kPermPriv;
+  return perm;
+}
+
+}  // namespace
 
 // IommufdOps forwarding to the fake under the HostIommu's lock.
 class HostIommu::Ops final : public iommufd::IommufdOps {
@@ -58,11 +110,19 @@ class HostIommu::Ops final : public iommufd::IommufdOps {
     return h_.fake_.GetHwInfo(dev_id);
   }
   absl::Status Destroy(uint32_t object_id) override {
-    absl::MutexLock l(&h_.mu_);
-    // The kernel refuses to destroy an IOAS a device is still attached to.
-    if (h_.attached_ == object_id)
-      return iommufd::IommufdErrno(EBUSY, absl::StrFormat("IOMMU_DESTROY id %u (device attached)", object_id));
-    return h_.fake_.Destroy(object_id);
+    absl::Status s;
+    {
+      absl::MutexLock l(&h_.mu_);
+      // The kernel refuses to destroy an IOAS or HWPT a device (or one of its PASIDs) is attached to.
+      bool attached = h_.attached_ == object_id;
+      for (const auto& [pasid, pt] : h_.pasid_attached_) attached |= pt == object_id;
+      if (attached)
+        return iommufd::IommufdErrno(EBUSY, absl::StrFormat("IOMMU_DESTROY id %u (device attached)", object_id));
+      s = h_.fake_.Destroy(object_id);
+      if (s.ok()) h_.iotlb_.erase(object_id);
+    }
+    h_.DeliverResponses();  // a destroyed fault queue answers its groups Invalid
+    return s;
   }
   absl::StatusOr<uint32_t> AllocHwpt(const iommufd::HwptAllocRequest& request) override {
     absl::MutexLock l(&h_.mu_);
@@ -71,7 +131,12 @@ class HostIommu::Ops final : public iommufd::IommufdOps {
   iommufd::InvalidateResult InvalidateVtdS1(uint32_t hwpt_id,
                                             std::span<const iommufd::VtdS1Invalidation> entries) override {
     absl::MutexLock l(&h_.mu_);
-    return h_.fake_.InvalidateVtdS1(hwpt_id, entries);
+    iommufd::InvalidateResult r = h_.fake_.InvalidateVtdS1(hwpt_id, entries);
+    if (!h_.ignore_s1_invalidations_) {
+      for (uint32_t i = 0; i < r.done && i < entries.size(); ++i)
+        h_.DropCachedLocked(hwpt_id, entries[i].addr, entries[i].npages);
+    }
+    return r;
   }
   absl::StatusOr<iommufd::FaultQueue> AllocFaultQueue() override {
     absl::MutexLock l(&h_.mu_);
@@ -82,24 +147,231 @@ class HostIommu::Ops final : public iommufd::IommufdOps {
     return h_.fake_.ReadFaults(fault_fd, max);
   }
   absl::Status WriteResponses(int fault_fd, std::span<const iommufd::HostPageResponse> responses) override {
-    absl::MutexLock l(&h_.mu_);
-    return h_.fake_.WriteResponses(fault_fd, responses);
+    absl::Status s;
+    {
+      absl::MutexLock l(&h_.mu_);
+      s = h_.fake_.WriteResponses(fault_fd, responses);
+    }
+    h_.DeliverResponses();
+    return s;
   }
 
  private:
   HostIommu& h_;
 };
 
-std::unique_ptr<iommufd::IommufdOps> HostIommu::NewOps() { return std::make_unique<Ops>(*this); }
-
-void HostIommu::Attach(std::optional<uint32_t> ioas) {
+std::unique_ptr<iommufd::IommufdOps> HostIommu::NewOps() {
   absl::MutexLock l(&mu_);
-  attached_ = ioas;
+  if (!listening_) {
+    listening_ = true;
+    // The host IOMMU driver turns each answered group into the PRG response to the device
+    // (iommufd_fault_fops_write → iommu_page_response → intel_page_response): its requester,
+    // PASID and group index. Queued under mu_, delivered without it (DeliverResponses).
+    fake_.SetResponseListener([this](const iommufd::HostPageFault& f, iommufd::HostResponseCode code)
+                                  ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      PageResponse r;
+      r.rid = kOuterDevfn;
+      if (f.pasid_valid) r.pasid = f.pasid;
+      r.group_index = static_cast<uint16_t>(f.grpid & 0x1ff);
+      r.code = code == iommufd::HostResponseCode::kSuccess ? PageResponseCode::kSuccess
+                                                            : PageResponseCode::kInvalidRequest;
+      to_device_.push_back(r);
+    });
+  }
+  return std::make_unique<Ops>(*this);
+}
+
+void HostIommu::Attach(std::optional<uint32_t> pt) {
+  absl::MutexLock l(&mu_);
+  attached_ = pt;
+}
+
+void HostIommu::AttachPasid(uint32_t pasid, std::optional<uint32_t> pt) {
+  absl::MutexLock l(&mu_);
+  if (pt) {
+    pasid_attached_[pasid] = *pt;
+  } else {
+    pasid_attached_.erase(pasid);
+  }
+}
+
+bool HostIommu::Attachable(uint32_t id) {
+  absl::MutexLock l(&mu_);
+  return fake_.ioas_exists(id) || fake_.hwpts().count(id) != 0;
+}
+
+void HostIommu::SetIgnoreS1Invalidations(bool ignore) {
+  absl::MutexLock l(&mu_);
+  ignore_s1_invalidations_ = ignore;
+}
+
+void HostIommu::SetResponseSink(std::function<void(const PageResponse&)> sink) {
+  absl::MutexLock l(&mu_);
+  sink_ = std::move(sink);
+}
+
+std::optional<uint32_t> HostIommu::AttachedLocked(std::optional<uint32_t> pasid) {
+  if (!pasid) return attached_;
+  auto it = pasid_attached_.find(*pasid);
+  if (it == pasid_attached_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<uint32_t> HostIommu::IoasOfLocked(uint32_t pt) {
+  if (fake_.ioas_exists(pt)) return pt;
+  auto h = fake_.hwpts().find(pt);
+  if (h == fake_.hwpts().end() || h->second.kind == FakeIommufd::HwptKind::kNested) return std::nullopt;
+  return h->second.request.pt_id;
+}
+
+HostIommu::Result HostIommu::ThroughIoasLocked(uint32_t ioas, uint64_t addr, uint64_t len_limit, uint32_t perms) {
+  Result r;
+  for (const FakeIommufd::Mapping& m : fake_.mappings()) {
+    if (m.ioas_id != ioas || addr < m.iova || addr - m.iova >= m.len) continue;
+    const uint64_t off = addr - m.iova;
+    r.ok = true;
+    r.va = reinterpret_cast<uint64_t>(m.va) + off;
+    r.len = std::min(m.len - off, len_limit);
+    r.perms = perms & (kDmaRead | (m.writeable ? uint32_t{kDmaWrite} : 0u));
+    return r;
+  }
+  r.kind = DmaFaultKind::kNotPresent;
+  return r;
+}
+
+HostIommu::Result HostIommu::Translate(std::optional<uint32_t> pasid, uint64_t iova, uint32_t access) {
+  absl::MutexLock l(&mu_);
+  Result blocked;
+  blocked.kind = DmaFaultKind::kBlocked;
+  std::optional<uint32_t> pt = AttachedLocked(pasid);
+  if (!pt) return blocked;
+  if (std::optional<uint32_t> ioas = IoasOfLocked(*pt)) return ThroughIoasLocked(*ioas, iova, UINT64_MAX, kDmaRwx);
+  auto h = fake_.hwpts().find(*pt);
+  if (h == fake_.hwpts().end() || !h->second.request.vtd_s1) return blocked;
+  // Nested: the guest's first stage, its tables and output through the nest parent's IOAS.
+  std::optional<uint32_t> parent_ioas = IoasOfLocked(h->second.request.pt_id);
+  if (!parent_ioas) return blocked;
+  const iommufd::VtdStage1& s1 = *h->second.request.vtd_s1;
+  const bool priv = access & kDmaPriv;
+  const uint32_t need = access & kDmaRwx;
+  auto& cache = iotlb_[*pt];
+  for (uint64_t size : {kPage4K, kPage2M, kPage1G}) {
+    auto c = cache.find({priv, iova & ~(size - 1)});
+    if (c != cache.end() && c->second.size == size && (need & ~c->second.perms) == 0) {
+      ++stats_.iotlb_hits;
+      const uint64_t off = iova & (size - 1);
+      return SecondStageOfNestedLocked(*parent_ioas, c->second.output + off, size - off, c->second.perms);
+    }
+  }
+  std::vector<FakeIommufd::Mapping> parent;
+  for (const FakeIommufd::Mapping& m : fake_.mappings())
+    if (m.ioas_id == *parent_ioas) parent.push_back(m);
+  IoasMemory tables(std::move(parent));
+  FirstStageConfig cfg;
+  cfg.root = s1.pgtbl_addr;
+  cfg.levels = s1.addr_width == 57 ? 5 : 4;
+  cfg.sre = s1.sre;
+  cfg.wpe = s1.wpe;
+  cfg.eafe = s1.eafe;
+  ++stats_.nested_walks;
+  WalkResult w = WalkFirstStage(tables, cfg, iova, access);
+  if (!w.ok) {
+    Result f;
+    f.kind = ToDmaFaultKind(w.fault.kind);
+    if (f.kind == DmaFaultKind::kInvalidEntry || f.kind == DmaFaultKind::kBadAddress) f.kind = DmaFaultKind::kBlocked;
+    return f;
+  }
+  cache[{priv, iova & ~(w.page_size - 1)}] = CachedTranslation{w.page_size, w.page_output(), w.perms};
+  const uint64_t off = iova & (w.page_size - 1);
+  return SecondStageOfNestedLocked(*parent_ioas, w.output, w.page_size - off, w.perms);
+}
+
+HostIommu::Result HostIommu::SecondStageOfNestedLocked(uint32_t ioas, uint64_t gpa, uint64_t len_limit,
+                                                       uint32_t perms) {
+  Result r = ThroughIoasLocked(ioas, gpa, len_limit, perms);
+  // The nest parent maps all guest RAM, pinned: a miss there means the guest's first stage points
+  // outside its RAM. The host records it as a non-recoverable DMA fault; no page request can fix it.
+  if (!r.ok) r.kind = DmaFaultKind::kBlocked;
+  return r;
+}
+
+void HostIommu::DropCachedLocked(uint32_t hwpt, uint64_t addr, uint64_t npages) {
+  auto it = iotlb_.find(hwpt);
+  if (it == iotlb_.end()) return;
+  const bool all = npages == UINT64_MAX || npages > (uint64_t{1} << 52);
+  const uint64_t last = all ? UINT64_MAX : addr + npages * kPage4K - 1;
+  for (auto c = it->second.begin(); c != it->second.end();) {
+    const uint64_t base = c->first.second;
+    if (all || (base <= last && addr <= base + c->second.size - 1)) {
+      c = it->second.erase(c);
+      ++stats_.iotlb_invalidated;
+    } else {
+      ++c;
+    }
+  }
+}
+
+void HostIommu::OnPageRequest(const PageRequest& request) {
+  {
+    absl::MutexLock l(&mu_);
+    ++stats_.page_requests;
+    std::optional<uint32_t> pt = AttachedLocked(request.pasid);
+    auto h = pt ? fake_.hwpts().find(*pt) : fake_.hwpts().end();
+    const std::optional<uint32_t> fault_id =
+        h != fake_.hwpts().end() && h->second.kind == FakeIommufd::HwptKind::kNested ? h->second.request.fault_id
+                                                                                      : std::nullopt;
+    const PartialKey key{request.pasid, request.group_index};
+    if (!fault_id) {
+      // No fault handler for the domain: the host driver answers the group Invalid itself
+      // (Linux: intel_prq_report fails → handle_bad_prq_event with QI_RESP_INVALID).
+      partial_.erase(key);
+      if (request.last) {
+        ++stats_.refused_groups;
+        to_device_.push_back({kOuterDevfn, request.pasid, request.group_index, PageResponseCode::kInvalidRequest});
+      }
+    } else {
+      iommufd::HostPageFault f;
+      f.pasid_valid = request.pasid.has_value();
+      f.pasid = request.pasid.value_or(0);
+      f.dev_id = dev_id_;
+      f.grpid = request.group_index;
+      f.perm = PermOf(request.access);
+      f.addr = request.addr;
+      f.length = 4096;
+      f.last = request.last;
+      std::vector<iommufd::HostPageFault>& group = partial_[key];
+      group.push_back(f);
+      if (request.last) {
+        // The whole group at once, one cookie (iopf_group: the partial list plus the last page).
+        uint32_t cookie = 0;
+        for (iommufd::HostPageFault& g : group) {
+          g.cookie = cookie;
+          cookie = fake_.InjectFault(*fault_id, g);
+          ++stats_.faults_queued;
+        }
+        partial_.erase(key);
+      }
+    }
+  }
+  DeliverResponses();
+}
+
+void HostIommu::DeliverResponses() {
+  std::vector<PageResponse> out;
+  std::function<void(const PageResponse&)> sink;
+  {
+    absl::MutexLock l(&mu_);
+    out.swap(to_device_);
+    sink = sink_;
+    stats_.responses_to_device += sink ? out.size() : 0;
+  }
+  if (!sink) return;
+  for (const PageResponse& r : out) sink(r);
 }
 
 std::optional<FakeIommufd::Mapping> HostIommu::Lookup(uint64_t iova) {
   absl::MutexLock l(&mu_);
-  if (!attached_) return std::nullopt;
+  if (!attached_ || !fake_.ioas_exists(*attached_)) return std::nullopt;
   for (const FakeIommufd::Mapping& m : fake_.mappings()) {
     if (m.ioas_id == *attached_ && iova >= m.iova && iova - m.iova < m.len) return m;
   }
@@ -113,7 +385,14 @@ bool HostIommu::IoasExists(uint32_t id) {
 
 void HostIommu::SetHwInfo(uint32_t dev_id) {
   absl::MutexLock l(&mu_);
-  fake_.SetHwInfo(dev_id, iommufd::HostIommuInfo{});  // IOMMU_HW_INFO_TYPE_NONE
+  // A VT-d host with nested translation (ECAP.NEST) and 20-bit PASIDs, as the test bed's outer
+  // guest sees ionest's emulated VT-d.
+  iommufd::HostIommuInfo info;
+  info.type = IOMMU_HW_INFO_TYPE_INTEL_VTD;
+  info.vtd_ecap = uint64_t{1} << 26;
+  info.max_pasid_log2 = 20;
+  fake_.SetHwInfo(dev_id, info);
+  dev_id_ = dev_id;
 }
 
 size_t HostIommu::live_objects() {
@@ -124,6 +403,11 @@ size_t HostIommu::live_objects() {
 std::vector<FakeIommufd::Mapping> HostIommu::mappings() {
   absl::MutexLock l(&mu_);
   return fake_.mappings();
+}
+
+HostIommuStats HostIommu::stats() {
+  absl::MutexLock l(&mu_);
+  return stats_;
 }
 
 // ---- HostVaMemory / IoasDmaSpace --------------------------------------------------------------
@@ -151,16 +435,30 @@ absl::StatusOr<bool> HostVaMemory::CompareExchange64(uint64_t va, uint64_t* expe
 
 Translation IoasDmaSpace::Translate(uint64_t iova, uint64_t len, uint32_t access, const DmaAttrs& attrs) {
   Translation t;
-  std::optional<FakeIommufd::Mapping> m = iommu_.Lookup(iova);
-  const uint32_t perms = m ? (kDmaRead | (m->writeable ? kDmaWrite : 0u)) : 0u;
-  if (!m || (access & ~perms & (kDmaRead | kDmaWrite))) {
-    t.fault = DmaFault{m ? DmaFaultKind::kPermission : DmaFaultKind::kNotPresent, iova, access, attrs.pasid, 0,
-                       /*recorded=*/true};
+  const HostIommu::Result r = iommu_.Translate(attrs.pasid, iova, access);
+  if (!r.ok || (access & ~r.perms & (kDmaRead | kDmaWrite))) {
+    t.fault = DmaFault{r.ok ? DmaFaultKind::kPermission : r.kind, iova, access, attrs.pasid, 0, /*recorded=*/true};
     return t;
   }
-  const uint64_t off = iova - m->iova;
-  t.regions.push_back({iova, reinterpret_cast<uint64_t>(m->va) + off + skew_, std::min(len, m->len - off), perms});
+  t.regions.push_back({iova, r.va + skew_, std::min(len, r.len), r.perms});
   return t;
+}
+
+AtsTranslation IoasDmaSpace::AtsTranslate(uint64_t iova, uint32_t access, const DmaAttrs& attrs) {
+  AtsTranslation a;
+  const uint64_t page = iova & ~(kPage4K - 1);
+  const HostIommu::Result r = iommu_.Translate(attrs.pasid, page, access);
+  if (!r.ok) return a;
+  a.success = true;
+  a.iova = page;
+  a.gpa = (r.va + skew_) & ~(kPage4K - 1);
+  a.perms = r.perms;
+  return a;
+}
+
+absl::Status IoasDmaSpace::SendPageRequest(const PageRequest& request) {
+  iommu_.OnPageRequest(request);
+  return absl::OkStatus();
 }
 
 // ---- HostInterruptController --------------------------------------------------------------------
@@ -214,18 +512,39 @@ LoopbackWorld::LoopbackWorld(const LoopbackOptions& options) : dma_(memory_, iom
 
 absl::StatusOr<std::unique_ptr<LoopbackWorld>> LoopbackWorld::Create(const LoopbackOptions& options) {
   std::unique_ptr<LoopbackWorld> w(new LoopbackWorld(options));
+  w->iommu_.SetIgnoreS1Invalidations(options.ignore_s1_invalidations);
   w->pci_ = std::make_unique<PciHost>(w->mmio_, w->pio_, w->irqs_, w->provider_);
   if (absl::Status s = w->pci_->Register(); !s.ok()) return s;
-  w->device_ = std::make_unique<DmaTestDevice>("ionest-dmatest (outer)");
+  DmaTestDeviceOptions dopts;
+  dopts.caps.pri_capacity = options.pri_capacity;
+  w->device_ = std::make_unique<DmaTestDevice>("ionest-dmatest (outer)", dopts);
   if (!w->device_->init_status().ok()) return w->device_->init_status();
   if (absl::Status s = w->pci_->AddDevice(kOuterDevfn, *w->device_); !s.ok()) return s;
   // The host firmware/kernel: BARs assigned, memory decoding on.
   if (absl::Status s = w->pci_->AssignResources(); !s.ok()) return s;
   if (!w->device_->BarMappedAt(0)) return absl::InternalError("outer BAR0 not mapped after AssignResources");
+  // The host's intel-iommu probe enables PASID on a scalable-mode IOMMU (pci_enable_pasid with
+  // the function's exec/priv support); vfio-pci keeps the guest from changing it.
+  const uint16_t pasid_cap = w->device_->cap_offsets().pasid;
+  if (pasid_cap) {
+    const uint16_t cap = static_cast<uint16_t>(w->ConfigRead(pasid_cap + pasid::kCap, 2));
+    w->ConfigWrite(pasid_cap + pasid::kControl,
+                   pasid::kControlEnable | (cap & pasid::kCapExec ? pasid::kControlExec : 0) |
+                       (cap & pasid::kCapPriv ? pasid::kControlPriv : 0),
+                   2);
+  }
+  // The host IOMMU driver's PRG responses reach the function as PCIe messages.
+  LoopbackWorld* self = w.get();
+  w->iommu_.SetResponseSink([self](const PageResponse& r) {
+    if (DmaClient* c = self->dma_.client()) c->OnPageResponse(r);
+  });
   return w;
 }
 
-LoopbackWorld::~LoopbackWorld() { device_.reset(); }
+LoopbackWorld::~LoopbackWorld() {
+  iommu_.SetResponseSink(nullptr);
+  device_.reset();
+}
 
 uint32_t LoopbackWorld::ConfigRead(uint16_t reg, size_t size) {
   uint8_t b[4] = {};
@@ -254,6 +573,7 @@ LoopbackVfioDevice::~LoopbackVfioDevice() {
   DisableIrqs(vfio::kIrqMsix).IgnoreError();
   world_.ConfigWrite(pci::kCommand, world_.ConfigRead(pci::kCommand, 2) & ~pci::kCommandBusMaster, 2);
   Reset().IgnoreError();
+  while (!pasids_.empty()) DetachPasid(pasids_.begin()->first).IgnoreError();
   if (attached_) DetachPt().IgnoreError();
   world_.bound_ = false;
   world_.open_ = false;
@@ -271,7 +591,7 @@ absl::StatusOr<uint32_t> LoopbackVfioDevice::BindIommufd(int iommufd) {
 absl::Status LoopbackVfioDevice::AttachPt(uint32_t pt_id) {
   const std::string what = absl::StrFormat("VFIO_DEVICE_ATTACH_IOMMUFD_PT (pt %u) on %s", pt_id, name_);
   if (!dev_id_) return vfio::VfioErrno(EINVAL, what);
-  if (!world_.iommu_.IoasExists(pt_id)) return vfio::VfioErrno(ENOENT, what);
+  if (!world_.iommu_.Attachable(pt_id)) return vfio::VfioErrno(ENOENT, what);
   world_.iommu_.Attach(pt_id);
   attached_ = pt_id;
   return absl::OkStatus();
@@ -288,12 +608,15 @@ absl::Status LoopbackVfioDevice::AttachPasid(uint32_t pasid, uint32_t pt_id) {
   const std::string what =
       absl::StrFormat("VFIO_DEVICE_ATTACH_IOMMUFD_PT (pasid %u, pt %u) on %s", pasid, pt_id, name_);
   if (!dev_id_) return vfio::VfioErrno(EINVAL, what);
-  pasids_[pasid] = pt_id;  // recorded only; DMA is translated with the RID's IOAS whatever its PASID
+  if (!world_.iommu_.Attachable(pt_id)) return vfio::VfioErrno(ENOENT, what);
+  pasids_[pasid] = pt_id;
+  world_.iommu_.AttachPasid(pasid, pt_id);
   return absl::OkStatus();
 }
 
 absl::Status LoopbackVfioDevice::DetachPasid(uint32_t pasid) {
   pasids_.erase(pasid);  // vfio's pasid_detach_ioas ignores a PASID that is not attached
+  world_.iommu_.AttachPasid(pasid, std::nullopt);
   return absl::OkStatus();
 }
 

@@ -198,9 +198,16 @@ absl::Status FakeIommufd::Destroy(uint32_t object_id) {
   if (auto f = faults_.find(object_id); f != faults_.end()) {
     // iommufd_fault_destroy: every group still queued or awaiting a response gets INVALID.
     std::set<uint32_t> cookies = f->second.outstanding;
-    for (const HostPageFault& p : f->second.pending) cookies.insert(p.cookie);
+    std::map<uint32_t, HostPageFault> last = f->second.group_last;
+    for (const HostPageFault& p : f->second.pending) {
+      cookies.insert(p.cookie);
+      last[p.cookie] = p;  // queued in order: the final one is the group's last
+    }
     for (uint32_t c : cookies) auto_responses_.push_back({c, HostResponseCode::kInvalid});
     faults_.erase(f);  // the eventfd stays open: it is the caller's
+    if (response_listener_) {
+      for (uint32_t c : cookies) response_listener_(last[c], HostResponseCode::kInvalid);
+    }
   }
   destroyed_.push_back(object_id);
   return absl::OkStatus();
@@ -312,6 +319,7 @@ absl::StatusOr<std::vector<HostPageFault>> FakeIommufd::ReadFaults(int fault_fd,
       f->pending.pop_front();
     }
     f->outstanding.insert(cookie);
+    f->group_last[cookie] = out.back();
   }
   if (f->pending.empty()) {
     uint64_t count;
@@ -333,6 +341,13 @@ absl::Status FakeIommufd::WriteResponses(int fault_fd, std::span<const HostPageR
       return ShortResponseWrite(fault_fd, responses.size(), i * sizeof(iommu_hwpt_page_response));
     }
     responses_.push_back(r);
+    auto last = f->group_last.find(r.cookie);
+    HostPageFault group_last;
+    if (last != f->group_last.end()) {
+      group_last = last->second;
+      f->group_last.erase(last);
+    }
+    if (response_listener_) response_listener_(group_last, r.code);
   }
   return absl::OkStatus();
 }

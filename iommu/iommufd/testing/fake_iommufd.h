@@ -40,6 +40,10 @@
 //     see auto_responses(). Not modelled: the kernel also refuses (EBUSY) to destroy a fault queue
 //     whose fd is still open (the file holds a reference), so close the fd first on a real host;
 //     and detaching a device auto-answers its outstanding faults.
+//   - Response listener (SetResponseListener, unset by default): every response WriteResponses
+//     takes, and every INVALID a fault-queue destruction gives, is also reported with the last
+//     record of its group (what the host IOMMU driver turns into the PRG response to the device:
+//     requester, PASID, group index). Lets a test host route answers back to a device model.
 // Failures carry the same messages as iommufd_kernel.cc ("IOMMU_IOAS_MAP ioas 1 iova [...):
 // File exists (errno 17)"). Ids (IOAS, HWPT and fault queue share one space) are handed out from 1
 // upward, so a test may configure an IOAS before the code under test allocates it. Not thread-safe.
@@ -47,6 +51,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -65,6 +70,7 @@ using iommufd::FaultQueue;
 using iommufd::HostIommuInfo;
 using iommufd::HostPageFault;
 using iommufd::HostPageResponse;
+using iommufd::HostResponseCode;
 using iommufd::HwptAllocRequest;
 using iommufd::InvalidateResult;
 using iommufd::IovaRange;
@@ -128,6 +134,10 @@ class FakeIommufd final : public iommufd::IommufdOps {
   // the next cookie (1, 2, ...); a non-zero one is kept (records sharing a cookie form one group).
   // Returns the cookie, or 0 if no such queue exists (nothing queued).
   uint32_t InjectFault(uint32_t fault_id, HostPageFault f);
+  // Called (synchronously, inside WriteResponses / Destroy) for each group answered: its last
+  // record (the last one read or queued with the cookie) and the code. Empty function: none.
+  using ResponseListener = std::function<void(const HostPageFault& group_last, HostResponseCode code)>;
+  void SetResponseListener(ResponseListener listener) { response_listener_ = std::move(listener); }
 
   // --- inspection ---
   // Every live mapping, ordered by IOAS then IOVA.
@@ -184,6 +194,7 @@ class FakeIommufd final : public iommufd::IommufdOps {
     int fd = -1;                       // the eventfd (the caller's)
     std::deque<HostPageFault> pending;  // injected, not read
     std::set<uint32_t> outstanding;     // cookies read, not answered
+    std::map<uint32_t, HostPageFault> group_last;  // cookie read -> its group's last record
   };
   // Counts the call; returns the injected failure if one is due.
   absl::Status Enter(Op op);
@@ -209,6 +220,7 @@ class FakeIommufd final : public iommufd::IommufdOps {
   uint32_t next_cookie_ = 1;
   std::vector<HostPageResponse> responses_;
   std::vector<HostPageResponse> auto_responses_;
+  ResponseListener response_listener_;
 };
 
 }  // namespace ionest::iommufd_testing
