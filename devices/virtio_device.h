@@ -37,6 +37,10 @@ class VirtioDevice {
   virtual absl::Status ProcessQueue(unsigned queue, SplitVirtqueue& vq) = 0;
   // Device reset (status written to 0).
   virtual void Reset() {}
+  // Device-initiated work (e.g. events waiting for driver buffers): while true, the transport also
+  // processes `queue` right after any queue the driver notified. Threads that are not inside these
+  // callbacks use VirtioPciDevice::Kick instead.
+  virtual bool HasPendingWork(unsigned queue) { return false; }
 };
 
 }  // namespace ionest

@@ -233,6 +233,17 @@ void VirtioPciDevice::SignalConfigLocked() {
 
 void VirtioPciDevice::Notify(unsigned qi) {
   if (qi >= queues_.size()) return;
+  RunQueue(qi);
+  for (unsigned j = 0; j < queues_.size(); ++j)
+    if (j != qi && device_.HasPendingWork(j)) RunQueue(j);
+}
+
+void VirtioPciDevice::Kick(unsigned qi) {
+  absl::MutexLock l(&mu_);
+  Notify(qi);
+}
+
+void VirtioPciDevice::RunQueue(unsigned qi) {
   Queue& q = queues_[qi];
   const bool running = (status_ & kStatusDriverOk) && (status_ & kStatusFeaturesOk) && !(status_ & kStatusNeedsReset);
   if (!running || !q.enabled || !q.vq || !bus_master_enabled()) return;

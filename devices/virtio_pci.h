@@ -55,6 +55,10 @@ class VirtioPciDevice final : public PciDevice {
 
   // Raise a configuration-change interrupt (e.g. after capacity changes).
   void NotifyConfigChange() ABSL_LOCKS_EXCLUDED(mu_);
+  // Device-initiated notification: process `queue` now, as a driver notify would (same conditions)
+  // and raise its interrupt if used buffers were added. Any thread, except from inside this
+  // device's VirtioDevice callbacks (the transport lock is held there: use HasPendingWork).
+  void Kick(unsigned queue) ABSL_LOCKS_EXCLUDED(mu_);
   uint8_t status() const ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t driver_features() const ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -90,6 +94,7 @@ class VirtioPciDevice final : public PciDevice {
   void WriteStatus(uint8_t status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EnableQueue(unsigned q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Notify(unsigned q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunQueue(unsigned q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetNeedsReset() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SignalConfigLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
