@@ -123,7 +123,21 @@ absl::Status ValidateAcpiConfig(const AcpiConfig& c) {
   if (c.intx_gsi_base.has_value() && (*c.intx_gsi_base < 16 || *c.intx_gsi_base > 0xFFFF)) {
     return Invalid("INTx GSI base %d must be >= 16 (above the ISA IRQs)", *c.intx_gsi_base);
   }
+  if (c.vtd.has_value() && c.viot.has_value()) {
+    return absl::InvalidArgumentError("one IOMMU per machine: DMAR (vtd) and VIOT (viot) are both set");
+  }
   if (c.vtd.has_value()) return ValidateVtd(c, *c.vtd);
+  if (c.viot.has_value()) {
+    // Linux's viot.c rejects an endpoint range that would translate the IOMMU itself.
+    if (c.viot->ranges.empty()) return absl::InvalidArgumentError("VIOT: no PCI endpoint range");
+    if (c.viot->ranges.size() > 64) return absl::InvalidArgumentError("VIOT: more than 64 PCI ranges");
+    for (const ViotAcpiConfig::Range& r : c.viot->ranges) {
+      if (r.bdf_start > r.bdf_end) return absl::InvalidArgumentError("VIOT: PCI range start after its end");
+      if (c.viot->iommu_bdf >= r.bdf_start && c.viot->iommu_bdf <= r.bdf_end) {
+        return absl::InvalidArgumentError("VIOT: a PCI range contains the virtio-iommu itself");
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -50,6 +50,18 @@ struct VtdAcpiConfig {
   std::vector<PciPath> satc_endpoints;
 };
 
+// VIOT (ACPI 6.5 §5.2.32): a virtio-pci IOMMU and the PCI endpoints it translates.
+struct ViotAcpiConfig {
+  uint16_t iommu_bdf = 0;  // the virtio-iommu function (segment 0)
+  struct Range {
+    uint16_t bdf_start = 0;
+    uint16_t bdf_end = 0;  // inclusive
+  };
+  // Endpoint ID = BDF (the virtio-iommu's endpoint IDs are requester IDs). Must not contain
+  // iommu_bdf: the IOMMU does not translate itself.
+  std::vector<Range> ranges;
+};
+
 struct AcpiConfig {
   // Guest-physical base of the blob (64-byte aligned: the FACS must be, ACPI 6.5 §5.2.10) and
   // the room the VMM reserved for it.
@@ -100,6 +112,8 @@ struct AcpiConfig {
 
   // DMAR is emitted only when set.
   std::optional<VtdAcpiConfig> vtd;
+  // VIOT is emitted only when set (not together with vtd: one IOMMU per machine).
+  std::optional<ViotAcpiConfig> viot;
 };
 
 inline constexpr size_t kMaxAcpiCpus = 4096;  // DSDT processor names are C000-CFFF

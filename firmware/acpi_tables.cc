@@ -47,6 +47,7 @@ absl::StatusOr<AcpiBlob> BuildAcpiTables(const AcpiConfig& config) {
   listed.emplace_back("APIC", BuildMadt(config));
   listed.emplace_back("MCFG", BuildMcfg(config));
   if (config.vtd.has_value()) listed.emplace_back("DMAR", BuildDmar(config));
+  if (config.viot.has_value()) listed.emplace_back("VIOT", BuildViot(config));
 
   BlobBuilder b(config.base_gpa);
   const uint64_t rsdp_gpa_placeholder = b.Place("RSD PTR ", Bytes(36, 0), kRsdpOffset);

@@ -18,6 +18,7 @@ Bytes BuildDsdt(const AcpiConfig& config);                               // §5.
 Bytes BuildMadt(const AcpiConfig& config);                               // §5.2.12
 Bytes BuildMcfg(const AcpiConfig& config);                               // PCI Firmware 3.3 §4.1.2
 Bytes BuildDmar(const AcpiConfig& config);                               // VT-d §8; needs config.vtd
+Bytes BuildViot(const AcpiConfig& config);                               // §5.2.32; needs config.viot
 Bytes BuildXsdt(const std::vector<uint64_t>& table_gpas);                // §5.2.8
 Bytes BuildRsdp(uint64_t xsdt_gpa);                                      // §5.2.5.3
 
