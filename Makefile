@@ -2,6 +2,7 @@
 #   make run    boot the default guest (interactive busybox shell on the console)
 #   make test   everything CI runs; last line: "N passed, N failed[, N skipped]"
 #   make bench-guest  guest boot time vtd vs none + the guest suites' "# bench:" numbers
+#   make arm64-run    arm64: QEMU TCG host with EL2 -> KVM -> ionest -> nested arm64 guest (docs/arm64.md)
 # Variables: IOMMU=auto|vtd|none  CPUS=2  MEMORY=256M  JOBS=$(nproc)  IONEST_CACHE=~/.cache/ionest
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -122,3 +123,47 @@ test: setup kernel debian-kernel initramfs build fuzz-build qemu-host-initramfs
 	scripts/summarize-tests.py --guest-results $(BUILD)/guest-results \
 	  $(BUILD)/ctest-junit.xml $(FUZZ_BUILD)/ctest-junit.xml || rc=1; \
 	exit $$rc
+
+# --- arm64 (docs/arm64.md; not part of `make test` yet) ---
+# arm64-build: cross-built aarch64 ionest in $(ARM64_BUILD); arm64-test: its unit tests under qemu-aarch64;
+# arm64-kernel: the arm64 kernel (linux-source-6.12 + guest-tests/arm64/kernel.config, or
+# ARM64_KERNEL=debian: Debian's prebuilt one); arm64-run: QEMU TCG arm64 host with EL2 -> its KVM ->
+# ionest -> nested arm64 guest.
+# A missing package or a QEMU without EL2 is a skip with its reason (exit 0), never a silent pass.
+ARM64_BUILD ?= build-arm64
+ARM64_JOBS ?= 2
+ARM64_KERNEL ?= built
+ARM64_CPUS ?= 2
+ARM64_GUEST_CMDLINE ?=
+ARM64_TIMEOUT ?= 900
+ARM64_UNIT_TESTS := vmm_arm64_image_loader_test vmm_arm64_fdt_builder_test vmm_arm64_vcpu_test
+ifeq ($(ARM64_KERNEL),debian)
+ARM64_IMAGE := $(IONEST_CACHE)/arm64/debian/current/Image
+# Debian's virtio_blk is a module: no virtio-blk round trip (-D).
+ARM64_RUN_FLAGS := -D
+else
+ARM64_IMAGE := $(IONEST_CACHE)/arm64/kernel/current/Image
+endif
+.PHONY: arm64-setup arm64-build arm64-test arm64-kernel arm64-run
+arm64-setup:
+	scripts/setup-arm64.sh
+
+arm64-build: arm64-setup
+	cmake -S . -B $(ARM64_BUILD) -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake
+	nice -n 10 ninja -C $(ARM64_BUILD) -j$(ARM64_JOBS) ionest $(ARM64_UNIT_TESTS)
+
+# The arm64 unit tests, cross-built, run under qemu-aarch64 (no KVM needed).
+arm64-test: arm64-build
+	ctest --test-dir $(ARM64_BUILD) -R '^vmm_arm64_' --output-on-failure
+
+arm64-kernel: arm64-setup
+	if [[ "$(ARM64_KERNEL)" == debian ]]; then guest-tests/arm64/fetch-debian-kernel.sh; \
+	else JOBS=$(ARM64_JOBS) NICE=10 guest-tests/arm64/build-kernel.sh; fi
+
+arm64-run:
+	rc=0; scripts/setup-arm64.sh || rc=$$?; \
+	if ((rc == 77)); then echo "arm64-run: SKIP (reason above)"; exit 0; fi; ((rc == 0)) || exit $$rc; \
+	$(MAKE) --no-print-directory arm64-build arm64-kernel; \
+	rc=0; guest-tests/arm64/run-arm64.sh -b $(ARM64_BUILD) -k $(ARM64_IMAGE) -c $(ARM64_CPUS) -t $(ARM64_TIMEOUT) \
+	  -a "$(ARM64_GUEST_CMDLINE)" $(ARM64_RUN_FLAGS) || rc=$$?; \
+	if ((rc == 77)); then echo "arm64-run: SKIP (reason above)"; exit 0; fi; exit $$rc

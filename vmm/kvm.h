@@ -1,4 +1,6 @@
 // RAII wrappers over the KVM API: the system fd (/dev/kvm), a VM fd and vCPU fds.
+// Shared calls are in kvm.cc; the architecture's own ioctls (declared under #if below) in
+// kvm_x86.cc and arch/arm64/kvm_arm64.cc (CMake picks one, docs/arm64.md).
 //
 // Thread safety: KvmSystem/KvmVm are set up on the main thread before vCPUs start; VM ioctls used
 // afterwards (SignalMsi, Translate via the vCPU) are safe from any thread (the kernel serialises).
@@ -49,7 +51,9 @@ class KvmSystem {
   int CheckExtension(int cap) const;  // KVM_CHECK_EXTENSION on the system fd; 0 if absent
   absl::Status RequireExtension(int cap, const char* name) const;
   absl::StatusOr<int> VcpuMmapSize() const;
+#if defined(__x86_64__)
   absl::StatusOr<std::vector<kvm_cpuid_entry2>> SupportedCpuid() const;
+#endif
   absl::StatusOr<std::unique_ptr<KvmVm>> CreateVm();
   int fd() const { return fd_.get(); }
 
@@ -66,8 +70,20 @@ class KvmVm {
   int CheckExtension(int cap) const;  // on the VM fd (falls back to the system fd)
   absl::Status EnableCap(uint32_t cap, uint64_t arg0 = 0);
   absl::Status SetUserMemoryRegion(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
+#if defined(__x86_64__)
   absl::Status SetTssAddr(uint64_t addr);
   absl::Status SetIdentityMapAddr(uint64_t addr);
+#endif
+#if defined(__aarch64__)
+  // KVM_ARM_PREFERRED_TARGET (Documentation/virt/kvm/api.rst 4.83).
+  absl::StatusOr<kvm_vcpu_init> ArmPreferredTarget();
+  // KVM_CREATE_DEVICE (api.rst 4.79): the new device's fd.
+  absl::StatusOr<Fd> CreateDevice(uint32_t type);
+  // KVM_IRQ_LINE (api.rst 4.25) with the arm64 irq encoding (type, vcpu index, irq id).
+  absl::Status IrqLine(uint32_t irq, bool level);
+  // KVM_SIGNAL_MSI with KVM_MSI_VALID_DEVID (api.rst 4.71: the GICv3 ITS needs the DeviceID).
+  absl::StatusOr<int> SignalMsiWithDevid(uint64_t address, uint32_t data, uint32_t devid);
+#endif
   // KVM_SIGNAL_MSI; returns >0 delivered, 0 blocked by the guest (masked/no destination).
   absl::StatusOr<int> SignalMsi(uint64_t address, uint32_t data);
   absl::StatusOr<std::unique_ptr<KvmVcpu>> CreateVcpu(int id);
@@ -95,6 +111,7 @@ class KvmVcpu {
   // Makes the current or next KVM_RUN return (immediate_exit); call from any thread, then signal.
   void RequestExit() { __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST); }
 
+#if defined(__x86_64__)
   absl::StatusOr<kvm_regs> GetRegs() const;
   absl::Status SetRegs(const kvm_regs& regs);
   absl::StatusOr<kvm_sregs> GetSregs() const;
@@ -108,6 +125,14 @@ class KvmVcpu {
   absl::Status SetEvents(const kvm_vcpu_events& events);
   // GVA -> GPA through the guest's current page tables (KVM_TRANSLATE).
   absl::StatusOr<uint64_t> Translate(uint64_t gva) const;
+#endif
+#if defined(__aarch64__)
+  // KVM_ARM_VCPU_INIT (api.rst 4.82).
+  absl::Status ArmVcpuInit(const kvm_vcpu_init& init);
+  // KVM_GET_ONE_REG / KVM_SET_ONE_REG (api.rst 4.68/4.69) of a 64-bit register.
+  absl::StatusOr<uint64_t> GetOneReg(uint64_t id) const;
+  absl::Status SetOneReg(uint64_t id, uint64_t value);
+#endif
 
  private:
   friend class KvmVm;

@@ -69,10 +69,12 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "ionest: boot timing: %s\n", (*machine)->timing().Report().c_str());
   std::fprintf(stderr, "ionest: emulation-failure work-arounds: %s\n",
                (*machine)->emulation_stats().Summary().c_str());
+#if defined(__x86_64__)  // the kvm_pvm SYSCALL work-around is x86 only
   if (const SyscallWorkaround* sw = (*machine)->syscall_workaround()) {
     std::fprintf(stderr, "ionest: SYSCALL work-around: %llu syscalls rewritten, %llu page faults passed, armed %llu times\n",
                  (unsigned long long)sw->syscalls_rewritten(), (unsigned long long)sw->faults_passed_through(),
                  (unsigned long long)sw->arm_count());
   }
+#endif
   return ExitStatusFor(reason);
 }

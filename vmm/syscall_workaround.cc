@@ -32,13 +32,6 @@ kvm_segment FlatSegment(uint16_t selector, bool code) {
 
 }  // namespace
 
-absl::StatusOr<SyscallWorkaroundMode> ParseSyscallWorkaroundMode(const std::string& text) {
-  if (text == "auto") return SyscallWorkaroundMode::kAuto;
-  if (text == "on") return SyscallWorkaroundMode::kOn;
-  if (text == "off") return SyscallWorkaroundMode::kOff;
-  return absl::InvalidArgumentError("--syscall-workaround must be auto, on or off");
-}
-
 bool SyscallWorkaroundNeeded(SyscallWorkaroundMode mode) {
   if (mode == SyscallWorkaroundMode::kOn) return true;
   if (mode == SyscallWorkaroundMode::kOff) return false;

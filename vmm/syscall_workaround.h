@@ -34,11 +34,11 @@
 #include "vmm/emulation_completer.h"
 #include "vmm/guest_memory.h"
 #include "vmm/kvm.h"
+#include "vmm/machine_options.h"
 
 namespace ionest {
 
-enum class SyscallWorkaroundMode { kAuto, kOn, kOff };
-absl::StatusOr<SyscallWorkaroundMode> ParseSyscallWorkaroundMode(const std::string& text);
+// SyscallWorkaroundMode and ParseSyscallWorkaroundMode: vmm/machine_options.h.
 // kAuto -> whether the host KVM is kvm_pvm (/sys/module/kvm_pvm exists).
 bool SyscallWorkaroundNeeded(SyscallWorkaroundMode mode);
 
