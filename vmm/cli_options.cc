@@ -17,7 +17,10 @@ std::string CliUsage() {
   --memory SIZE            guest RAM, e.g. 512M (default), 2G
   --cpus N                 vCPUs, 1-8 (default 1)
   --disk PATH              raw disk image for virtio-blk
-  --iommu none|vtd         DMA remapping for devices (default none)
+  --iommu none|vtd|virtio  DMA remapping for devices (default none); virtio: a virtio-iommu at 00:1f.0
+                           described by an ACPI VIOT table
+  --virtio-iommu boot-bypass=on|off   with --iommu=virtio: DMA before the guest's driver attaches a
+                           device is untranslated (on, default) or blocked and reported (off)
   --vtd-profile OPTS       VT-d capabilities, e.g. "sm=on,prs=on,pasid-bits=20" (iommu/vtd/caps.h)
   --print-vtd-caps         print "cap=0x... ecap=0x..." for --iommu=vtd/--vtd-profile and exit
   --device KIND[,OPTS]     add a PCI function behind the IOMMU (repeatable; 00:02.0, 00:03.0, ... in
@@ -85,8 +88,18 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
       } else if (name == "disk") {
         m.disk = *v;
       } else if (name == "iommu") {
-        if (*v != "none" && *v != "vtd") return absl::InvalidArgumentError("--iommu must be none or vtd");
+        if (*v != "none" && *v != "vtd" && *v != "virtio") {
+          return absl::InvalidArgumentError("--iommu must be none, vtd or virtio");
+        }
         m.iommu = *v;
+      } else if (name == "virtio-iommu") {
+        if (*v == "boot-bypass=on") {
+          m.virtio_iommu_boot_bypass = true;
+        } else if (*v == "boot-bypass=off") {
+          m.virtio_iommu_boot_bypass = false;
+        } else {
+          return absl::InvalidArgumentError("--virtio-iommu takes boot-bypass=on or boot-bypass=off");
+        }
       } else if (name == "memory") {
         auto size = ParseMemorySize(*v);
         if (!size.ok()) return size.status();

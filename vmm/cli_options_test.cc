@@ -48,6 +48,7 @@ TEST(CliTest, RejectsBadInput) {
   EXPECT_FALSE(ParseCli({"--kernel=/k", "--cpus=two"}).ok());
   EXPECT_FALSE(ParseCli({"--kernel=/k", "--memory=lots"}).ok());
   EXPECT_FALSE(ParseCli({"--kernel=/k", "--iommu=amd"}).ok());
+  EXPECT_FALSE(ParseCli({"--kernel=/k", "--iommu=virtio", "--virtio-iommu=bypass"}).ok());
   EXPECT_FALSE(ParseCli({"--kernel=/k", "--timeout=-1"}).ok());
   EXPECT_FALSE(ParseCli({"--kernel=/k", "--syscall-workaround=maybe"}).ok());
   EXPECT_FALSE(ParseCli({"--kernel=/k", "--console=yes"}).ok());
@@ -109,6 +110,16 @@ TEST(StopReasonTest, ExitStatusesAreDistinct) {
     codes.insert(ExitStatusFor(r));
   }
   EXPECT_EQ(codes.size(), 6u);
+}
+
+TEST(CliOptionsTest, VirtioIommuWithBootBypass) {
+  auto o = ParseCli({"--kernel=/k", "--iommu=virtio"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->machine.iommu, "virtio");
+  EXPECT_TRUE(o->machine.virtio_iommu_boot_bypass);  // default: untranslated until attached
+  o = ParseCli({"--kernel=/k", "--iommu=virtio", "--virtio-iommu=boot-bypass=off"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->machine.virtio_iommu_boot_bypass);
 }
 
 }  // namespace

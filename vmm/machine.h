@@ -33,6 +33,7 @@
 #include "devices/virtio_pci.h"
 #include "devices/uart16550.h"
 #include "iommu/dma_space.h"
+#include "iommu/virtio/virtio_iommu.h"
 #include "iommu/vtd/vtd_iommu.h"
 #include "vmm/boot_timing.h"
 #include "vmm/console.h"
@@ -95,6 +96,8 @@ class Machine {
   std::unique_ptr<KvmMsiSink> msi_sink_;
   std::unique_ptr<vtd::VtdIommu> vtd_;          // --iommu=vtd
   std::unique_ptr<DmaSpaceProvider> bypass_;    // --iommu=none
+  std::unique_ptr<VirtioIommu> viommu_;         // --iommu=virtio: the device and its DmaSpaceProvider
+  std::unique_ptr<DmaSpaceProvider> viommu_provider_;  // the endpoints' spaces; the IOMMU's own is identity
   DmaSpaceProvider* dma_ = nullptr;             // what devices use
   MsiSink* device_msi_ = nullptr;               // devices' and IOAPIC's MSIs (VT-d remapper or KVM)
   IoBus pio_{"pio"};
@@ -106,6 +109,7 @@ class Machine {
   std::unique_ptr<PciHost> pci_;
   std::unique_ptr<VirtioBlk> blk_;
   std::unique_ptr<VirtioPciDevice> blk_pci_;
+  std::unique_ptr<VirtioPciDevice> viommu_pci_;  // --iommu=virtio, at kVirtioIommuDevfn
   // --device functions; declared after pci_/vtd_ so they are destroyed first (their destructors
   // stop the worker threads and unregister from the DmaSpace).
   std::vector<std::unique_ptr<PciDevice>> test_devices_;

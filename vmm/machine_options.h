@@ -14,6 +14,7 @@ namespace ionest {
 inline constexpr int kMaxVcpus = 8;
 inline constexpr int kMaxTestDevices = 16;  // --device options
 inline constexpr uint8_t kVirtioBlkDevfn = 1 << 3;  // 00:01.0
+inline constexpr uint8_t kVirtioIommuDevfn = 0x1f << 3;  // 00:1f.0 (--iommu=virtio)
 // --device functions: 00:02.0, 00:03.0, ... in command-line order (whether or not --disk is given).
 inline constexpr uint8_t kFirstTestDeviceSlot = 2;
 inline constexpr uint8_t TestDeviceDevfn(int index) { return static_cast<uint8_t>((kFirstTestDeviceSlot + index) << 3); }
@@ -31,8 +32,11 @@ struct MachineOptions {
   uint64_t memory = 512ull << 20;
   int cpus = 1;
   std::string disk;
-  std::string iommu = "none";  // none | vtd
+  std::string iommu = "none";  // none | vtd | virtio
   std::string vtd_profile;     // VT-d capability profile (iommu/vtd/caps.h ParseVtdProfile); "" = default
+  // --iommu=virtio: reset value of the virtio-iommu's `bypass` config field (virtio 1.2 §5.13.4):
+  // true lets endpoints DMA untranslated until the driver attaches them, false blocks them.
+  bool virtio_iommu_boot_bypass = true;
   bool console = false;        // interactive stdin
   double timeout_seconds = 0;  // 0 = none
   SyscallWorkaroundMode syscall_workaround = SyscallWorkaroundMode::kAuto;
