@@ -6,12 +6,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
-#include "devices/testdev/dma_test_device.h"
-#include "devices/testdev/epf_test_device.h"
 #include "firmware/acpi_tables.h"
 #include "vmm/boot_params.h"
 #include "vmm/kernel_loader.h"
 #include "vmm/mptable.h"
+#include "vmm/pci_functions.h"
 #include "vmm/vcpu_loop.h"
 #include "vmm/x86_boot.h"
 
@@ -174,13 +173,7 @@ absl::Status Machine::SetupDevices() {
   pci_ = std::make_unique<PciHost>(mmio_, pio_, *device_msi_, *dma_);
   if (absl::Status s = pci_->Register(); !s.ok()) return Annotate(s, "PCI host");
   if (!options_.disk.empty()) {
-    auto blk = VirtioBlk::Open(options_.disk, {});
-    if (!blk.ok()) return Annotate(blk.status(), "--disk");
-    blk_ = std::move(*blk);
-    auto pci = VirtioPciDevice::Create("virtio-blk", *blk_, VirtioBlk::kPciClass, {});
-    if (!pci.ok()) return pci.status();
-    blk_pci_ = std::move(*pci);
-    if (absl::Status s = pci_->AddDevice(kVirtioBlkDevfn, *blk_pci_); !s.ok()) return s;
+    if (absl::Status s = AddVirtioBlk(*pci_, options_.disk, blk_, blk_pci_); !s.ok()) return s;
   }
   if (viommu_) {
     auto pci = VirtioPciDevice::Create("virtio-iommu", *viommu_, VirtioIommu::kPciClass, {});
@@ -195,33 +188,7 @@ absl::Status Machine::SetupDevices() {
 }
 
 absl::Status Machine::SetupTestDevices() {
-  for (size_t i = 0; i < options_.devices.size(); ++i) {
-    const TestDeviceSpec& spec = options_.devices[i];
-    if (spec.kind == TestDeviceKind::kVfio) continue;  // SetupPassthrough
-    const uint8_t devfn = DeviceDevfn(spec, static_cast<int>(i));
-    const std::string name = absl::StrFormat("%s@%02x.%x", TestDeviceKindName(spec.kind), devfn >> 3, devfn & 7);
-    std::unique_ptr<PciDevice> dev;
-    absl::Status init;
-    if (spec.kind == TestDeviceKind::kDmaTest) {
-      DmaTestDeviceOptions o;
-      if (spec.max_len) o.max_job_length = spec.max_len;
-      o.caps.pasid_width = spec.pasid_bits;
-      o.caps.pri_capacity = spec.pri_capacity;
-      auto d = std::make_unique<DmaTestDevice>(name, o);
-      init = d->init_status();
-      dev = std::move(d);
-    } else {
-      EpfTestDeviceOptions o;
-      if (spec.max_len) o.max_transfer = spec.max_len;
-      auto d = std::make_unique<EpfTestDevice>(name, o);
-      init = d->init_status();
-      dev = std::move(d);
-    }
-    if (!init.ok()) return Annotate(init, name);
-    // Attach: requester ID = devfn, the provider's DmaSpace (VT-d or bypass), device_msi_.
-    if (absl::Status s = pci_->AddDevice(devfn, *dev); !s.ok()) return Annotate(s, name);
-    test_devices_.push_back(std::move(dev));
-  }
+  if (absl::Status s = AddEmulatedTestDevices(*pci_, options_.devices, test_devices_); !s.ok()) return s;
   return SetupPassthrough();
 }
 

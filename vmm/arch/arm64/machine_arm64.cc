@@ -6,12 +6,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "devices/testdev/dma_test_device.h"
-#include "devices/testdev/epf_test_device.h"
 #include "vmm/arch/arm64/fdt_builder.h"
 #include "vmm/arch/arm64/image_loader.h"
 #include "vmm/arch/arm64/layout_arm64.h"
 #include "vmm/arch/arm64/vcpu_arm64.h"
+#include "vmm/pci_functions.h"
 
 namespace ionest {
 namespace {
@@ -122,39 +121,9 @@ absl::Status Machine::SetupPci() {
     return Annotate(s, "PCI host");
   }
   if (!options_.disk.empty()) {
-    auto blk = VirtioBlk::Open(options_.disk, {});
-    if (!blk.ok()) return Annotate(blk.status(), "--disk");
-    blk_ = std::move(*blk);
-    auto pci = VirtioPciDevice::Create("virtio-blk", *blk_, VirtioBlk::kPciClass, {});
-    if (!pci.ok()) return pci.status();
-    blk_pci_ = std::move(*pci);
-    if (absl::Status s = pci_->AddDevice(kVirtioBlkDevfn, *blk_pci_); !s.ok()) return s;
+    if (absl::Status s = AddVirtioBlk(*pci_, options_.disk, blk_, blk_pci_); !s.ok()) return s;
   }
-  for (size_t i = 0; i < options_.devices.size(); ++i) {
-    const TestDeviceSpec& spec = options_.devices[i];
-    const uint8_t devfn = DeviceDevfn(spec, static_cast<int>(i));
-    const std::string name = absl::StrFormat("%s@%02x.%x", TestDeviceKindName(spec.kind), devfn >> 3, devfn & 7);
-    std::unique_ptr<PciDevice> dev;
-    absl::Status init;
-    if (spec.kind == TestDeviceKind::kDmaTest) {
-      DmaTestDeviceOptions o;
-      if (spec.max_len) o.max_job_length = spec.max_len;
-      o.caps.pasid_width = spec.pasid_bits;
-      o.caps.pri_capacity = spec.pri_capacity;
-      auto d = std::make_unique<DmaTestDevice>(name, o);
-      init = d->init_status();
-      dev = std::move(d);
-    } else {
-      EpfTestDeviceOptions o;
-      if (spec.max_len) o.max_transfer = spec.max_len;
-      auto d = std::make_unique<EpfTestDevice>(name, o);
-      init = d->init_status();
-      dev = std::move(d);
-    }
-    if (!init.ok()) return Annotate(init, name);
-    if (absl::Status s = pci_->AddDevice(devfn, *dev); !s.ok()) return Annotate(s, name);
-    test_devices_.push_back(std::move(dev));
-  }
+  if (absl::Status s = AddEmulatedTestDevices(*pci_, options_.devices, test_devices_); !s.ok()) return s;
   // Firmware-style BAR assignment (Linux's generic ECAM host reassigns them from the DT's ranges).
   PciWindows w;
   w.mmio32_base = arm64::kPcieMmio32Base;

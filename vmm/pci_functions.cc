@@ -1,0 +1,61 @@
+#include "vmm/pci_functions.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "devices/testdev/dma_test_device.h"
+#include "devices/testdev/epf_test_device.h"
+#include "vmm/device_spec.h"
+
+namespace ionest {
+namespace {
+
+absl::Status Annotate(const absl::Status& s, const std::string& what) {
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
+}
+
+}  // namespace
+
+absl::Status AddVirtioBlk(PciHost& pci, const std::string& disk, std::unique_ptr<VirtioBlk>& blk,
+                          std::unique_ptr<VirtioPciDevice>& transport) {
+  auto b = VirtioBlk::Open(disk, {});
+  if (!b.ok()) return Annotate(b.status(), "--disk");
+  blk = std::move(*b);
+  auto t = VirtioPciDevice::Create("virtio-blk", *blk, VirtioBlk::kPciClass, {});
+  if (!t.ok()) return t.status();
+  transport = std::move(*t);
+  return pci.AddDevice(kVirtioBlkDevfn, *transport);
+}
+
+absl::Status AddEmulatedTestDevices(PciHost& pci, const std::vector<TestDeviceSpec>& devices,
+                                    std::vector<std::unique_ptr<PciDevice>>& out) {
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const TestDeviceSpec& spec = devices[i];
+    if (spec.kind == TestDeviceKind::kVfio) continue;
+    const uint8_t devfn = DeviceDevfn(spec, static_cast<int>(i));
+    const std::string name = absl::StrFormat("%s@%02x.%x", TestDeviceKindName(spec.kind), devfn >> 3, devfn & 7);
+    std::unique_ptr<PciDevice> dev;
+    absl::Status init;
+    if (spec.kind == TestDeviceKind::kDmaTest) {
+      DmaTestDeviceOptions o;
+      if (spec.max_len) o.max_job_length = spec.max_len;
+      o.caps.pasid_width = spec.pasid_bits;
+      o.caps.pri_capacity = spec.pri_capacity;
+      auto d = std::make_unique<DmaTestDevice>(name, o);
+      init = d->init_status();
+      dev = std::move(d);
+    } else {
+      EpfTestDeviceOptions o;
+      if (spec.max_len) o.max_transfer = spec.max_len;
+      auto d = std::make_unique<EpfTestDevice>(name, o);
+      init = d->init_status();
+      dev = std::move(d);
+    }
+    if (!init.ok()) return Annotate(init, name);
+    if (absl::Status s = pci.AddDevice(devfn, *dev); !s.ok()) return Annotate(s, name);
+    out.push_back(std::move(dev));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ionest
