@@ -43,6 +43,19 @@ absl::Status DmaSpace::Access(uint64_t iova, uint8_t* buf, size_t len, bool writ
   return absl::OkStatus();
 }
 
+absl::Status DmaSpace::AccessRegion(const DmaRegion& region, uint64_t offset, void* buf, size_t len, uint32_t access) {
+  if (access != kDmaRead && access != kDmaWrite) return absl::InvalidArgumentError("AccessRegion: read or write");
+  if ((region.perms & access) != access) {
+    return absl::PermissionDeniedError(absl::StrFormat("DMA %s at %#x not permitted", access == kDmaWrite ? "write" : "read",
+                                                       region.iova + offset));
+  }
+  if (offset > region.len || len > region.len - offset || region.gpa + region.len < region.gpa) {
+    return absl::OutOfRangeError(absl::StrFormat("AccessRegion: [%#x, +%#x) outside the region of %#x bytes", offset,
+                                                 len, region.len));
+  }
+  return access == kDmaWrite ? memory_.Write(region.gpa + offset, buf, len) : memory_.Read(region.gpa + offset, buf, len);
+}
+
 absl::Status DmaSpace::Read(uint64_t iova, void* dst, size_t len, const DmaAttrs& attrs, DmaFault* fault) {
   return Access(iova, static_cast<uint8_t*>(dst), len, false, attrs, fault);
 }

@@ -131,6 +131,14 @@ class DmaSpace {
   absl::Status ReadTranslated(uint64_t gpa, void* dst, size_t len);
   absl::Status WriteTranslated(uint64_t gpa, const void* src, size_t len);
 
+  // Copies within a region that Translate() of this space returned, for a device that keeps its
+  // translation while it transfers (as a DMA engine with its own pipeline does): bytes
+  // [offset, offset+len) of the region, `access` kDmaRead (memory → buf) or kDmaWrite (buf →
+  // memory), which the region's perms must grant. Besides Read/Write, the only way a device model
+  // reaches guest memory: there is no raw accessor.
+  absl::Status AccessRegion(const DmaRegion& region, uint64_t offset, void* buf, size_t len, uint32_t access);
+
+ protected:
   PhysMemory& memory() { return memory_; }
 
  private:

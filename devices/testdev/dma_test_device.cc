@@ -452,8 +452,7 @@ bool DmaTestDevice::TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf,
         *fault = {DmaFaultKind::kPermission, r.iova, request, job.pasid, 0, false};
         return false;
       }
-      absl::Status s = access == kDmaWrite ? space.memory().Write(r.gpa, buf + done, n)
-                                           : space.memory().Read(r.gpa, buf + done, n);
+      absl::Status s = space.AccessRegion(r, 0, buf + done, n, access);
       if (!s.ok()) {
         *fault = {DmaFaultKind::kBadAddress, r.iova, request, job.pasid, 0, false};
         *error = kErrMemory;
