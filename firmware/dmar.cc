@@ -1,5 +1,5 @@
-// DMAR (Intel VT-d spec rev 4.x/5.0 §8), shaped for Linux 6.12 (see
-// shared/notes/linux-6.12-vtd-requirements.md §1).
+// DMAR (Intel VT-d spec rev 4.x/5.0 §8), shaped for what Linux 6.12 parses
+// (drivers/iommu/intel/dmar.c, irq_remapping.c).
 #include "absl/base/internal/raw_logging.h"
 #include "firmware/acpi_table.h"
 #include "firmware/tables.h"

@@ -1,4 +1,4 @@
-// DMAR layout (VT-d §8) against the Linux 6.12 requirements (shared/notes §1).
+// DMAR layout (VT-d §8) against the Linux 6.12 requirements (drivers/iommu/intel/dmar.c).
 #include "devices/ioapic.h"
 #include "firmware/acpi_test_util.h"
 #include "firmware/tables.h"
