@@ -14,6 +14,7 @@ const char* WalkFaultKindName(WalkFaultKind kind) {
     case WalkFaultKind::kTableAccess: return "table-access";
     case WalkFaultKind::kRequestNotAllowed: return "request-not-allowed";
     case WalkFaultKind::kInvalidConfig: return "invalid-config";
+    case WalkFaultKind::kAccessFlag: return "access-flag";
   }
   return "unknown";
 }
@@ -49,6 +50,7 @@ DmaFaultKind ToDmaFaultKind(WalkFaultKind kind) {
     case WalkFaultKind::kTableAccess: return DmaFaultKind::kInvalidEntry;
     case WalkFaultKind::kRequestNotAllowed: return DmaFaultKind::kBlocked;
     case WalkFaultKind::kInvalidConfig: return DmaFaultKind::kInvalidEntry;
+    case WalkFaultKind::kAccessFlag: return DmaFaultKind::kNotPresent;
   }
   return DmaFaultKind::kInvalidEntry;
 }

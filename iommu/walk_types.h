@@ -23,6 +23,7 @@ enum class WalkFaultKind : uint8_t {
   kTableAccess,        // a table entry lies outside guest RAM (or A/D update kept racing)
   kRequestNotAllowed,  // request type not enabled: privileged with SRE=0, execute with ERE=0
   kInvalidConfig,      // walk configuration unusable (e.g. unsupported number of levels)
+  kAccessFlag,         // VMSA leaf with AF=0 and no hardware update (Arm ARM D8.5)
 };
 
 enum class WalkStage : uint8_t {
