@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "iommu/vtd/outbox.h"
+#include "iommu/outbox.h"
 #include "iommu/vtd/registers.h"
 
 namespace ionest::vtd {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "iommu/vtd/fault_reasons.h"
-#include "iommu/vtd/outbox.h"
+#include "iommu/outbox.h"
 #include "iommu/vtd/registers.h"
 
 namespace ionest::vtd {

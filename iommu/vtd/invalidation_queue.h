@@ -8,7 +8,7 @@
 
 #include "iommu/vtd/descriptors.h"
 #include "iommu/vtd/faults.h"
-#include "iommu/vtd/outbox.h"
+#include "iommu/outbox.h"
 #include "iommu/vtd/registers.h"
 #include "vmm/guest_memory.h"
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "iommu/vtd/outbox.h"
+#include "iommu/outbox.h"
 #include "iommu/vtd/registers.h"
 #include "vmm/guest_memory.h"
 
