@@ -25,9 +25,30 @@ RUN_DEVICES ?= --device pci-epf-test --device dmatest
 KERNEL := $(IONEST_CACHE)/kernel/current/vmlinux
 INITRD_DIR := $(IONEST_CACHE)/initramfs
 DEBIAN_BZIMAGE := $(IONEST_CACHE)/debian/current/vmlinuz
-SUITES := $(notdir $(wildcard guest-tests/suites/*))
+# x86 suites: guest-tests/suites/* whose suite.conf has no ARCHES= line or names x86.
+SUITES := $(shell for d in guest-tests/suites/*/; do c="$$d/suite.conf"; \
+  if ! grep -q '^ARCHES=' "$$c" 2>/dev/null || grep -q '^ARCHES=.*x86' "$$c"; then basename "$$d"; fi; done)
+ARM64_BUILD ?= build-arm64
+ARM64_JOBS ?= 2
+ARM64_KERNEL ?= built
+ARM64_CPUS ?= 2
+ARM64_GUEST_CMDLINE ?=
+ARM64_TIMEOUT ?= 900
+ARM64_UNIT_TESTS := vmm_arm64_image_loader_test vmm_arm64_fdt_builder_test vmm_arm64_vcpu_test
+ifeq ($(ARM64_KERNEL),debian)
+ARM64_IMAGE := $(IONEST_CACHE)/arm64/debian/current/Image
+# Debian's virtio_blk is a module: no virtio-blk round trip (-D).
+ARM64_RUN_FLAGS := -D
+else
+ARM64_IMAGE := $(IONEST_CACHE)/arm64/kernel/current/Image
+endif
+ARM64_BUSYBOX := $(IONEST_CACHE)/arm64/busybox/bin/busybox
+# Suites whose suite.conf has ARCHES=... arm64 (guest-tests/CMakeLists.txt registers guest_arm64_<suite>).
+ARM64_SUITES := $(notdir $(patsubst %/suite.conf,%,$(shell grep -l '^ARCHES=.*arm64' guest-tests/suites/*/suite.conf)))
 CMAKE_VARS := -DIONEST_GUEST_KERNEL=$(KERNEL) -DIONEST_GUEST_INITRD_DIR=$(INITRD_DIR) \
   -DIONEST_DEBIAN_BZIMAGE=$(DEBIAN_BZIMAGE) \
+  -DIONEST_ARM64_VMM=$(CURDIR)/$(ARM64_BUILD)/vmm/arch/arm64/ionest -DIONEST_ARM64_KERNEL=$(ARM64_IMAGE) \
+  -DIONEST_ARM64_INITRD_DIR=$(INITRD_DIR)/arm64 \
   "-DIONEST_GUEST_CMDLINE_EXTRA=$(CMDLINE_EXTRA)"
 
 # Guest payload build scripts (each an idempotent no-op when up to date); those present run in order.
@@ -114,37 +135,28 @@ test-opt-in: setup kernel initramfs build
 
 # Runs every label in $(BUILD) and the fuzzers in $(FUZZ_BUILD), then prints one
 # line summing CTest tests and guest KTAP cases (scripts/summarize-tests.py).
-test: setup kernel debian-kernel initramfs build fuzz-build qemu-host-initramfs
-	rm -f $(BUILD)/guest-results/*.summary $(BUILD)/ctest-junit.xml $(FUZZ_BUILD)/ctest-junit.xml
-	rc=0; \
+test: setup kernel debian-kernel initramfs build fuzz-build qemu-host-initramfs arm64-prereqs
+	rm -f $(BUILD)/guest-results/*.summary $(BUILD)/ctest-junit.xml $(FUZZ_BUILD)/ctest-junit.xml \
+	  $(ARM64_BUILD)/ctest-junit.xml
+	rc=0; junit=($(BUILD)/ctest-junit.xml $(FUZZ_BUILD)/ctest-junit.xml); \
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS) --output-junit $(CURDIR)/$(BUILD)/ctest-junit.xml || rc=1; \
 	ctest --test-dir $(FUZZ_BUILD) -L fuzz -j$(JOBS) --output-on-failure \
 	  --output-junit $(CURDIR)/$(FUZZ_BUILD)/ctest-junit.xml || rc=1; \
-	scripts/summarize-tests.py --guest-results $(BUILD)/guest-results \
-	  $(BUILD)/ctest-junit.xml $(FUZZ_BUILD)/ctest-junit.xml || rc=1; \
+	if [[ -f $(ARM64_BUILD)/CTestTestfile.cmake ]]; then \
+	  ctest --test-dir $(ARM64_BUILD) -R '^vmm_arm64_' --output-on-failure \
+	    --output-junit $(CURDIR)/$(ARM64_BUILD)/ctest-junit.xml || rc=1; \
+	  junit+=($(ARM64_BUILD)/ctest-junit.xml); \
+	fi; \
+	scripts/summarize-tests.py --guest-results $(BUILD)/guest-results "$${junit[@]}" || rc=1; \
 	exit $$rc
 
-# --- arm64 (docs/arm64.md; not part of `make test` yet) ---
+# --- arm64 (docs/arm64.md): the arm64 suites and unit tests are part of `make test` ---
 # arm64-build: cross-built aarch64 ionest in $(ARM64_BUILD); arm64-test: its unit tests under qemu-aarch64;
 # arm64-kernel: the arm64 kernel (linux-source-6.12 + guest-tests/arm64/kernel.config, or
 # ARM64_KERNEL=debian: Debian's prebuilt one); arm64-run: QEMU TCG arm64 host with EL2 -> its KVM ->
 # ionest -> nested arm64 guest.
 # A missing package or a QEMU without EL2 is a skip with its reason (exit 0), never a silent pass.
-ARM64_BUILD ?= build-arm64
-ARM64_JOBS ?= 2
-ARM64_KERNEL ?= built
-ARM64_CPUS ?= 2
-ARM64_GUEST_CMDLINE ?=
-ARM64_TIMEOUT ?= 900
-ARM64_UNIT_TESTS := vmm_arm64_image_loader_test vmm_arm64_fdt_builder_test vmm_arm64_vcpu_test
-ifeq ($(ARM64_KERNEL),debian)
-ARM64_IMAGE := $(IONEST_CACHE)/arm64/debian/current/Image
-# Debian's virtio_blk is a module: no virtio-blk round trip (-D).
-ARM64_RUN_FLAGS := -D
-else
-ARM64_IMAGE := $(IONEST_CACHE)/arm64/kernel/current/Image
-endif
-.PHONY: arm64-setup arm64-build arm64-test arm64-kernel arm64-run
+.PHONY: arm64-setup arm64-build arm64-test arm64-kernel arm64-run arm64-initramfs arm64-prereqs arm64-shell
 arm64-setup:
 	scripts/setup-arm64.sh
 
@@ -159,6 +171,32 @@ arm64-test: arm64-build
 arm64-kernel: arm64-setup
 	if [[ "$(ARM64_KERNEL)" == debian ]]; then guest-tests/arm64/fetch-debian-kernel.sh; \
 	else JOBS=$(ARM64_JOBS) NICE=10 guest-tests/arm64/build-kernel.sh; fi
+
+# The arm64 suites' initramfs images (arm64 busybox, the arm64 kselftests): $(INITRD_DIR)/arm64/<suite>.cpio.
+arm64-initramfs: arm64-kernel
+	ARCH=arm64 guest-tests/kselftests/build-kselftests.sh
+	mkdir -p $(INITRD_DIR)/arm64
+	for s in $(ARM64_SUITES); do \
+	  BUSYBOX=$(ARM64_BUSYBOX) guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/arm64/$$s.cpio \
+	    -t guest-tests/suites/$$s; \
+	done
+
+# What `make test` needs for the arm64 suites and unit tests. A machine that cannot run them at all
+# (scripts/setup-arm64.sh exit 77: no EL2 in QEMU, packages unavailable) builds nothing and the
+# suites skip with the reason.
+arm64-prereqs:
+	rc=0; scripts/setup-arm64.sh || rc=$$?; \
+	if ((rc == 77)); then echo "arm64-prereqs: SKIP (reason above): the arm64 suites will skip"; exit 0; fi; \
+	((rc == 0)) || exit $$rc; \
+	$(MAKE) --no-print-directory arm64-build arm64-kernel arm64-initramfs
+
+# Interactive: the arm64 guest's busybox shell on this terminal (Ctrl-A x quits ionest, Ctrl-] x QEMU).
+ARM64_SHELL_ARGS ?= --iommu=virtio
+arm64-shell: arm64-prereqs
+	BUSYBOX=$(ARM64_BUSYBOX) guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/arm64/default.cpio
+	guest-tests/arm64/arm64-vmm.sh --interactive --ionest $(ARM64_BUILD)/vmm/arch/arm64/ionest \
+	  --host-kernel $(ARM64_IMAGE) --kernel $(ARM64_IMAGE) --initrd $(INITRD_DIR)/arm64/default.cpio \
+	  --cpus $(ARM64_CPUS) --memory $(MEMORY) --cmdline "$(ARM64_GUEST_CMDLINE)" $(ARM64_SHELL_ARGS)
 
 arm64-run:
 	rc=0; scripts/setup-arm64.sh || rc=$$?; \

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "devices/device_test_util.h"
 #include "devices/virtio_pci.h"
 #include "devices/virtqueue_test_util.h"
@@ -351,6 +352,15 @@ TEST_F(VirtioBlkTest, PciCfgCapabilityWindowReachesBar) {
   Cfg32(cap + 12, 4);
   Cfg32(cap + 16, 0);
   EXPECT_EQ(dev->status(), VirtioPciDevice::kStatusAcknowledge);
+}
+
+TEST(VirtioBlkOpen, RefusesWhatIsNeitherAFileNorABlockDeviceNamingTheFix) {
+  for (const char* path : {"/dev/null", "/dev/zero"}) {
+    auto b = VirtioBlk::Open(path, {});
+    ASSERT_FALSE(b.ok()) << path;
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument) << b.status();
+    EXPECT_TRUE(absl::StrContains(b.status().message(), "give --disk an image file")) << b.status();
+  }
 }
 
 }  // namespace

@@ -17,20 +17,6 @@
 namespace ionest {
 namespace {
 
-// --iommu=virtio: every requester translated by the virtio-iommu except the virtio-iommu function
-// itself, whose queues are guest-physical (an IOMMU does not translate its own accesses).
-class VirtioIommuProvider final : public DmaSpaceProvider {
- public:
-  VirtioIommuProvider(VirtioIommu& viommu, PhysMemory& memory, uint16_t self)
-      : viommu_(viommu), self_space_(memory), self_(self) {}
-  DmaSpace& ForRequester(uint16_t rid) override { return rid == self_ ? self_space_ : viommu_.ForRequester(rid); }
-
- private:
-  VirtioIommu& viommu_;
-  IdentityDmaSpace self_space_;
-  const uint16_t self_;
-};
-
 constexpr uint32_t kSplitIrqchipPins = kIoapicPins;
 constexpr size_t kMaxKernelFile = 512ull << 20;
 constexpr size_t kMaxInitrdFile = 1ull << 30;
@@ -125,15 +111,11 @@ absl::Status Machine::SetupVm() {
     dma_ = vtd_.get();
     device_msi_ = vtd_.get();  // device and IOAPIC MSIs go through interrupt remapping
   } else if (options_.iommu == "virtio") {
-    VirtioIommu::Options o;
-    o.boot_bypass = options_.virtio_iommu_boot_bypass;
-    // Endpoint ID = requester ID on bus 0 (the VIOT says so), all but the IOMMU function itself.
-    o.endpoints = {{0, kVirtioIommuDevfn - 1u}, {kVirtioIommuDevfn + 1u, 0xff}};
-    auto viommu = VirtioIommu::Create(*memory_, o);
-    if (!viommu.ok()) return Annotate(viommu.status(), "virtio-iommu");
+    // The MSI doorbell: the LAPIC's 0xFEExxxxx window (Intel SDM 10.11.1).
+    auto viommu = CreateVirtioIommu(*memory_, options_.virtio_iommu_boot_bypass, 0xFEE00000, 0xFEEFFFFF);
+    if (!viommu.ok()) return viommu.status();
     viommu_ = std::move(*viommu);
-    viommu_provider_ = std::make_unique<VirtioIommuProvider>(*viommu_, *memory_, kVirtioIommuDevfn);
-    dma_ = viommu_provider_.get();
+    dma_ = viommu_.provider.get();
     device_msi_ = msi_sink_.get();  // virtio-iommu has no interrupt remapping
   } else {
     return absl::InvalidArgumentError("--iommu must be none, vtd or virtio");
@@ -175,13 +157,8 @@ absl::Status Machine::SetupDevices() {
   if (!options_.disk.empty()) {
     if (absl::Status s = AddVirtioBlk(*pci_, options_.disk, blk_, blk_pci_); !s.ok()) return s;
   }
-  if (viommu_) {
-    auto pci = VirtioPciDevice::Create("virtio-iommu", *viommu_, VirtioIommu::kPciClass, {});
-    if (!pci.ok()) return Annotate(pci.status(), "virtio-iommu");
-    viommu_pci_ = std::move(*pci);
-    if (absl::Status s = pci_->AddDevice(kVirtioIommuDevfn, *viommu_pci_); !s.ok()) return Annotate(s, "virtio-iommu");
-    VirtioPciDevice* transport = viommu_pci_.get();
-    viommu_->SetEventNotifier([transport] { transport->Kick(VirtioIommu::kEventQueue); });
+  if (viommu_.device) {
+    if (absl::Status s = AttachVirtioIommu(*pci_, viommu_); !s.ok()) return s;
   }
   if (absl::Status s = SetupTestDevices(); !s.ok()) return s;
   return Annotate(pci_->AssignResources(), "assigning PCI resources");
@@ -203,7 +180,7 @@ absl::Status Machine::SetupPassthrough() {
     devfns.push_back(devfn);
   }
   if (requests.empty()) return absl::OkStatus();
-  if (viommu_) {
+  if (viommu_.device) {
     return absl::UnimplementedError(
         "--device vfio with --iommu=virtio: MAP/UNMAP are not forwarded to the host IOAS yet, so the device would "
         "bypass the virtio-iommu; use --iommu=vtd or --iommu=none");
@@ -321,7 +298,7 @@ absl::Status Machine::SetupPlatformTables() {
     }
     config.vtd = v;
   }
-  if (viommu_) {
+  if (viommu_.device) {
     // ACPI VIOT (§5.2.32): the virtio-pci IOMMU and the bus-0 functions it translates.
     ViotAcpiConfig v;
     v.iommu_bdf = kVirtioIommuDevfn;

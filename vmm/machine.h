@@ -45,6 +45,7 @@
 #include "vmm/kvm_msi_sink.h"
 #include "vmm/memory_layout.h"
 #include "vmm/passthrough.h"
+#include "vmm/pci_functions.h"
 #include "vmm/stop_reason.h"
 #include "vmm/syscall_workaround.h"
 
@@ -96,8 +97,7 @@ class Machine {
   std::unique_ptr<KvmMsiSink> msi_sink_;
   std::unique_ptr<vtd::VtdIommu> vtd_;          // --iommu=vtd
   std::unique_ptr<DmaSpaceProvider> bypass_;    // --iommu=none
-  std::unique_ptr<VirtioIommu> viommu_;         // --iommu=virtio: the device and its DmaSpaceProvider
-  std::unique_ptr<DmaSpaceProvider> viommu_provider_;  // the endpoints' spaces; the IOMMU's own is identity
+  VirtioIommuFunction viommu_;  // --iommu=virtio: device, requesters' DmaSpaceProvider, PCI transport
   DmaSpaceProvider* dma_ = nullptr;             // what devices use
   MsiSink* device_msi_ = nullptr;               // devices' and IOAPIC's MSIs (VT-d remapper or KVM)
   IoBus pio_{"pio"};
@@ -109,7 +109,6 @@ class Machine {
   std::unique_ptr<PciHost> pci_;
   std::unique_ptr<VirtioBlk> blk_;
   std::unique_ptr<VirtioPciDevice> blk_pci_;
-  std::unique_ptr<VirtioPciDevice> viommu_pci_;  // --iommu=virtio, at kVirtioIommuDevfn
   // --device functions; declared after pci_/vtd_ so they are destroyed first (their destructors
   // stop the worker threads and unregister from the DmaSpace).
   std::vector<std::unique_ptr<PciDevice>> test_devices_;

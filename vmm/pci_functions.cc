@@ -14,7 +14,46 @@ absl::Status Annotate(const absl::Status& s, const std::string& what) {
   return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
 }
 
+// Every requester but the virtio-iommu function itself goes through the virtio-iommu.
+class VirtioIommuProvider final : public DmaSpaceProvider {
+ public:
+  VirtioIommuProvider(VirtioIommu& viommu, PhysMemory& memory, uint16_t self)
+      : viommu_(viommu), self_space_(memory), self_(self) {}
+  DmaSpace& ForRequester(uint16_t rid) override { return rid == self_ ? self_space_ : viommu_.ForRequester(rid); }
+
+ private:
+  VirtioIommu& viommu_;
+  IdentityDmaSpace self_space_;
+  const uint16_t self_;
+};
+
 }  // namespace
+
+absl::StatusOr<VirtioIommuFunction> CreateVirtioIommu(PhysMemory& memory, bool boot_bypass, uint64_t msi_start,
+                                                      uint64_t msi_end) {
+  VirtioIommu::Options o;
+  o.boot_bypass = boot_bypass;
+  o.endpoints = {{0, kVirtioIommuDevfn - 1u}, {kVirtioIommuDevfn + 1u, 0xff}};
+  o.reserved = {{msi_start, msi_end, VirtioIommu::kResvMemTMsi}};
+  auto viommu = VirtioIommu::Create(memory, o);
+  if (!viommu.ok()) return Annotate(viommu.status(), "virtio-iommu");
+  VirtioIommuFunction f;
+  f.device = std::move(*viommu);
+  f.provider = std::make_unique<VirtioIommuProvider>(*f.device, memory, kVirtioIommuDevfn);
+  return f;
+}
+
+absl::Status AttachVirtioIommu(PciHost& pci, VirtioIommuFunction& function) {
+  auto t = VirtioPciDevice::Create("virtio-iommu", *function.device, VirtioIommu::kPciClass, {});
+  if (!t.ok()) return Annotate(t.status(), "virtio-iommu");
+  function.transport = std::move(*t);
+  if (absl::Status s = pci.AddDevice(kVirtioIommuDevfn, *function.transport); !s.ok()) {
+    return Annotate(s, "virtio-iommu");
+  }
+  VirtioPciDevice* transport = function.transport.get();
+  function.device->SetEventNotifier([transport] { transport->Kick(VirtioIommu::kEventQueue); });
+  return absl::OkStatus();
+}
 
 absl::Status AddVirtioBlk(PciHost& pci, const std::string& disk, std::unique_ptr<VirtioBlk>& blk,
                           std::unique_ptr<VirtioPciDevice>& transport) {

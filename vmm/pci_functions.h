@@ -1,5 +1,6 @@
 // The emulated PCI functions every machine (x86, arm64) plugs in from its MachineOptions:
-// virtio-blk for --disk and the --device test functions (dmatest, pci-epf-test). Each is attached
+// virtio-blk for --disk, the --device test functions (dmatest, pci-epf-test) and, with
+// --iommu=virtio, the virtio-iommu. Each is attached
 // by PciHost::AddDevice with requester ID = devfn, the host's MSI sink and the DmaSpace its IOMMU
 // provides. `vfio` functions are the passthrough code's (vmm/passthrough.h), skipped here.
 // Called on the main thread during machine setup.
@@ -10,6 +11,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "iommu/dma_space.h"
+#include "iommu/virtio/virtio_iommu.h"
 #include "devices/pci_device.h"
 #include "devices/pci_host.h"
 #include "devices/virtio_blk.h"
@@ -24,5 +28,22 @@ absl::Status AddVirtioBlk(PciHost& pci, const std::string& disk, std::unique_ptr
 // --device dmatest / pci-epf-test functions at their devfn (DeviceDevfn), appended to `out`.
 absl::Status AddEmulatedTestDevices(PciHost& pci, const std::vector<TestDeviceSpec>& devices,
                                     std::vector<std::unique_ptr<PciDevice>>& out);
+
+// --iommu=virtio: the device, the DmaSpaceProvider of every requester (all but the virtio-iommu
+// function itself, whose queues are guest-physical: an IOMMU does not translate its own accesses),
+// and its PCI transport at kVirtioIommuDevfn. Endpoint ID = requester ID on bus 0 (ACPI VIOT on x86,
+// the PCIe host's iommu-map on arm64 say so).
+struct VirtioIommuFunction {
+  std::unique_ptr<VirtioIommu> device;
+  std::unique_ptr<DmaSpaceProvider> provider;
+  std::unique_ptr<VirtioPciDevice> transport;
+};
+// Before the PciHost (whose DmaSpaceProvider is `provider`). [msi_start, msi_end] is the interrupt
+// controller's MSI doorbell, reported by PROBE as the RESV_MEM MSI region (virtio 1.2 §5.13.6.8.1):
+// the guest leaves it unmapped and MSIs bypass translation there.
+absl::StatusOr<VirtioIommuFunction> CreateVirtioIommu(PhysMemory& memory, bool boot_bypass, uint64_t msi_start,
+                                                      uint64_t msi_end);
+// After: the PCI function at kVirtioIommuDevfn, its event queue kicked when a fault is recorded.
+absl::Status AttachVirtioIommu(PciHost& pci, VirtioIommuFunction& function);
 
 }  // namespace ionest

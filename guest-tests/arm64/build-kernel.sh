@@ -5,7 +5,8 @@
 # (Documentation/arch/arm64/booting.rst).
 #
 # Cache OUTSIDE the repo, separate from the x86 kernel's: ${IONEST_CACHE:-~/.cache/ionest}/arm64/
-#   kernel/<key>/{Image,.config,System.map}   one finished build; kernel/current -> <key>
+#   kernel/<key>/{Image,.config,System.map,headers/,tree.env}   one finished build; kernel/current -> <key>
+#   headers -> kernel/<key>/headers            its uAPI headers (guest-tests/kselftests, ARCH=arm64)
 #   src/<srckey>/, obj/<srckey>/              unpacked tree + objects
 # <key> = sha256(fragment, source version): a second run with the same inputs is a no-op.
 # Env: IONEST_CACHE, IONEST_KERNEL_TARBALL, JOBS (default 2), NICE (default 10).
@@ -37,9 +38,10 @@ mkdir -p "$cache/kernel" "$cache/src" "$cache/obj"
 
 publish() {
   ln -sfn "$key" "$cache/kernel/.current.tmp" && mv -T "$cache/kernel/.current.tmp" "$cache/kernel/current"
+  ln -sfn "kernel/$key/headers" "$cache/.headers.tmp" && mv -T "$cache/.headers.tmp" "$cache/headers"
   log "kernel: $cache/kernel/current/Image"
 }
-if [[ -f "$out/.complete" ]]; then
+if [[ -f "$out/.complete" && -f "$out/headers/include/linux/iommufd.h" ]]; then
   log "cached build $key is up to date (no-op)"
   publish
   exit 0
@@ -56,6 +58,14 @@ if [[ ! -f "$src/.ionest-ready" ]]; then
 fi
 mkdir -p "$obj"
 kmake() { nice -n "$nice_level" make -C "$src" O="$obj" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- "$@"; }
+
+if [[ -f "$out/.complete" ]]; then
+  log "cached build $key has no uAPI headers: installing them"
+  kmake -s headers_install INSTALL_HDR_PATH="$out/headers" >/dev/null
+  echo "KSRC=\"$src\"" > "$out/tree.env"
+  publish
+  exit 0
+fi
 
 log "configuring: tinyconfig + $(basename "$fragment") + olddefconfig"
 kmake -s tinyconfig >/dev/null
@@ -89,6 +99,9 @@ rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 cp "$obj/arch/arm64/boot/Image" "$obj/System.map" "$obj/.config" "$out.tmp/"
 cp "$fragment" "$out.tmp/kernel.config"
+log "installing uAPI headers (for the arm64 kselftests)"
+kmake -s headers_install INSTALL_HDR_PATH="$out.tmp/headers" >/dev/null
+echo "KSRC=\"$src\"" > "$out.tmp/tree.env"
 echo "source: $src_version; Image build $((SECONDS - build_start)) s with -j$jobs" > "$out.tmp/inputs.txt"
 touch "$out.tmp/.complete"
 rm -rf "$out"

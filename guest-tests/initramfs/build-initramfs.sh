@@ -9,7 +9,8 @@
 # $IONEST_CACHE/; a host directory copies all its regular files (not
 # recursively) into the guest directory. A missing host file is an error that
 # names the script producing it.
-# Env: BUSYBOX (default /bin/busybox, Debian package busybox-static), IONEST_CACHE.
+# Env: BUSYBOX (default /bin/busybox, Debian package busybox-static; the arm64 suites pass the
+#      busybox-static:arm64 that scripts/setup-arm64.sh unpacks), IONEST_CACHE.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -43,6 +44,8 @@ producer() {
     guest-bin/*) echo "guest-tests/programs/build-programs.sh" ;;
     guest-modules/*) echo "guest-tests/modules/build-modules.sh" ;;
     guest-ksft/*) echo "guest-tests/kselftests/build-kselftests.sh" ;;
+    arm64/guest-ksft/*) echo "ARCH=arm64 guest-tests/kselftests/build-kselftests.sh" ;;
+    arm64/*) echo "make arm64-kernel" ;;
     guest-passthrough/*) echo "make build, then guest-tests/passthrough/bundle-testbed.sh build" ;;
     kernel/*) echo "guest-tests/build-kernel.sh" ;;
     *) echo "make guest-payload" ;;
@@ -97,6 +100,13 @@ payload_entries() {
   done <"$txt"
 }
 
+# An arm64 busybox (BUSYBOX for the arm64 suites) is asked for its applets under qemu-user.
+busybox_run=("$busybox")
+if [[ "$(uname -m)" != aarch64 ]] && file -L "$busybox" | grep -q 'ARM aarch64'; then
+  command -v qemu-aarch64 >/dev/null ||
+    { echo "build-initramfs: $busybox is an arm64 binary: need qemu-aarch64 (scripts/setup-arm64.sh)" >&2; exit 1; }
+  busybox_run=(qemu-aarch64 "$busybox")
+fi
 list="$(mktemp)"
 payload="$(mktemp)"
 trap 'rm -f "$list" "$payload"' EXIT
@@ -121,7 +131,7 @@ done
   # Symlinks only for common applets: busybox's shell runs any applet without
   # one (standalone shell), and every cpio entry costs unpack time in the
   # emulated guest kernel.
-  "$busybox" --list-full | while read -r applet; do
+  "${busybox_run[@]}" --list-full | while read -r applet; do
     case " $applets " in *" ${applet##*/} "*) echo "slink /$applet /bin/busybox 0777" ;; esac
   done
   for d in "${test_dirs[@]+"${test_dirs[@]}"}"; do

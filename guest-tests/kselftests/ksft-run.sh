@@ -47,3 +47,14 @@ ksft_run() {
 	[ "$_rc" -eq 0 ] || echo "# $_label: binary exit status $_rc"
 	[ "$_awk" -eq 0 ] && [ "$_rc" -eq 0 ]
 }
+
+# ksft_hugepages N: reserve N 2 MiB huge pages for the MAP_HUGETLB cases (CONFIG_HUGETLBFS).
+ksft_hugepages() {
+	if [ -w /proc/sys/vm/nr_hugepages ]; then
+		echo "$1" >/proc/sys/vm/nr_hugepages
+		read -r _hp </proc/sys/vm/nr_hugepages
+		echo "# vm.nr_hugepages=$_hp"
+	else
+		echo "# no /proc/sys/vm/nr_hugepages (CONFIG_HUGETLBFS off): MAP_HUGETLB cases cannot pass"
+	fi
+}

@@ -22,6 +22,10 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
+if [ "$mode" = cannotrun ]; then
+	echo "fake_vmm: SKIP: no emulator here (install it)" >&2
+	exit 77
+fi
 nonce=""
 for w in $cmdline; do
 	case "$w" in ionest_nonce=*) nonce=${w#ionest_nonce=} ;; esac

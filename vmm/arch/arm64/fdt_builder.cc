@@ -69,6 +69,7 @@ absl::StatusOr<std::vector<uint8_t>> BuildFdt(const FdtConfig& c) {
   }
   if (c.ram_size == 0) return absl::InvalidArgumentError("the device tree needs a non-empty RAM range");
   if (c.with_pcie && !c.with_its) return absl::InvalidArgumentError("the PCIe host needs the ITS for its MSIs");
+  if (c.virtio_iommu_devfn && !c.with_pcie) return absl::InvalidArgumentError("the virtio-iommu needs the PCIe host");
   const std::string uart_path = absl::StrFormat("/uart@%x", kUartBase);
 
   Writer w(64 * 1024);
@@ -177,6 +178,20 @@ absl::StatusOr<std::vector<uint8_t>> BuildFdt(const FdtConfig& c) {
                        0x43000000, hi(kPcieMmio64Base), lo(kPcieMmio64Base), hi(kPcieMmio64Base), lo(kPcieMmio64Base),
                        hi(kPcieMmio64Size), lo(kPcieMmio64Size)});
     w.Cells("msi-map", {0, kItsPhandle, 0, 0x10000});
+    if (c.virtio_iommu_devfn) {
+      // pci/pci-iommu.yaml: <rid-base iommu iommu-base length>. The virtio-iommu translates every bus-0
+      // function but itself (its own queues are guest-physical), endpoint ID = RID.
+      const uint32_t self = *c.virtio_iommu_devfn;
+      w.Cells("iommu-map", {0, kVirtioIommuPhandle, 0, self,  //
+                            self + 1, kVirtioIommuPhandle, self + 1, 0xff - self});
+      // virtio/pci-iommu.yaml: a child node at the function's PCI address (phys.hi = BDF << 8).
+      w.Begin(absl::StrFormat("iommu@%x,%x", self >> 3, self & 7));
+      w.Strs("compatible", {"virtio,pci-iommu", "pci1af4,1057"});
+      w.Cells("reg", {self << 8, 0, 0, 0, 0});
+      w.U32("#iommu-cells", 1);
+      w.U32("phandle", kVirtioIommuPhandle);
+      w.End();
+    }
     w.End();
   }
 

@@ -15,6 +15,9 @@
 //   /uart@...         "ns16550a", byte registers, clock-frequency, SPI (8250.yaml)
 //   /pcie@...         "pci-host-ecam-generic" (host-generic-pci.yaml): ECAM, the 32- and 64-bit MMIO
 //                     windows, msi-map of every requester ID to the same ITS DeviceID (when with_pcie)
+//     /iommu@D,F      "virtio,pci-iommu", "pci1af4,1057" at the virtio-iommu's devfn, #iommu-cells = 1, and
+//                     the host's iommu-map: every bus-0 requester but that one -> endpoint ID = RID
+//                     (virtio/pci-iommu.yaml, pci/pci-iommu.yaml; when virtio_iommu_devfn is set)
 #pragma once
 
 #include <cstdint>
@@ -28,6 +31,7 @@ namespace ionest::arm64 {
 
 inline constexpr uint32_t kGicPhandle = 1;
 inline constexpr uint32_t kItsPhandle = 2;
+inline constexpr uint32_t kVirtioIommuPhandle = 3;
 // Interrupt specifier cells of arm,gic-v3.yaml: <type number flags>, type 0 SPI / 1 PPI; flags 4 = level high.
 inline constexpr uint32_t kGicFdtSpi = 0;
 inline constexpr uint32_t kGicFdtPpi = 1;
@@ -42,6 +46,7 @@ struct FdtConfig {
   uint64_t initrd_end = 0;
   bool with_its = true;
   bool with_pcie = false;  // needs with_its (MSIs through the ITS)
+  std::optional<uint8_t> virtio_iommu_devfn;  // --iommu=virtio: the virtio-iommu function (needs with_pcie)
 };
 
 // The DTB (at most 2 MiB, booting.rst); errors only for configurations that cannot be described.

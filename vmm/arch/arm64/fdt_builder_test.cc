@@ -175,6 +175,30 @@ TEST(Arm64FdtTest, PcieHostWithMsiMap) {
   EXPECT_FALSE(BuildFdt(c).ok());
 }
 
+TEST(Arm64FdtTest, VirtioIommuNodeAndIommuMapExcludeItsOwnFunction) {
+  FdtConfig c = TwoCpus();
+  c.with_pcie = true;
+  EXPECT_FALSE(Fdt(*BuildFdt(c)).Has("/pcie@3f000000", "iommu-map"));  // off by default
+  c.virtio_iommu_devfn = 0x1f << 3;
+  Fdt f(*BuildFdt(c));
+  const std::string pcie = "/pcie@3f000000", viommu = "/pcie@3f000000/iommu@1f,0";
+  ASSERT_GE(f.Node(viommu), 0);
+  // Both compatible strings, NUL-separated (virtio/pci-iommu.yaml).
+  int len = 0;
+  const char* compat = static_cast<const char*>(fdt_getprop(f.fdt(), f.Node(viommu), "compatible", &len));
+  ASSERT_NE(compat, nullptr);
+  EXPECT_EQ(std::string(compat, len), std::string("virtio,pci-iommu\0pci1af4,1057\0", 30));
+  EXPECT_EQ(f.Cells(viommu, "reg"), (std::vector<uint32_t>{0xf800, 0, 0, 0, 0}));
+  EXPECT_EQ(f.Cells(viommu, "#iommu-cells"), std::vector<uint32_t>{1});
+  EXPECT_EQ(f.Cells(viommu, "phandle"), std::vector<uint32_t>{kVirtioIommuPhandle});
+  // RIDs 0x00-0xf7 and 0xf9-0xff -> the same endpoint IDs; 0xf8 (the IOMMU) is not mapped.
+  EXPECT_EQ(f.Cells(pcie, "iommu-map"),
+            (std::vector<uint32_t>{0, kVirtioIommuPhandle, 0, 0xf8, 0xf9, kVirtioIommuPhandle, 0xf9, 7}));
+  EXPECT_EQ(fdt_node_offset_by_phandle(f.fdt(), kVirtioIommuPhandle), f.Node(viommu));
+  c.with_pcie = false;
+  EXPECT_FALSE(BuildFdt(c).ok());
+}
+
 TEST(Arm64FdtTest, RejectsCpuCountsItCannotDescribe) {
   FdtConfig c = TwoCpus();
   c.cpus = 0;

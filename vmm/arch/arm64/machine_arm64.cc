@@ -56,8 +56,11 @@ absl::Status Machine::CheckOptions() const {
       return absl::UnimplementedError("--device vfio is not on arm64 yet (issue 10: passthrough behind an SMMUv3)");
     }
   }
-  if (options_.iommu != "none") {
-    return absl::UnimplementedError("--iommu=vtd is x86 only; arm64 gets an emulated SMMUv3 (docs/arm64.md)");
+  if (options_.iommu == "vtd") {
+    return absl::InvalidArgumentError("--iommu=vtd is x86 only; on arm64 use --iommu=virtio or none (docs/arm64.md)");
+  }
+  if (options_.iommu != "none" && options_.iommu != "virtio") {
+    return absl::InvalidArgumentError("--iommu must be none or virtio on arm64");
   }
   return absl::OkStatus();
 }
@@ -115,13 +118,27 @@ absl::Status Machine::SetupDevices() {
 
 absl::Status Machine::SetupPci() {
   msi_ = std::make_unique<arm64::ItsMsiSink>(*vm_);
-  dma_ = std::make_unique<BypassDmaProvider>(*memory_);
+  if (options_.iommu == "virtio") {
+    // PROBE reports the ITS doorbell page (GITS_TRANSLATER, IHI 0069 §12.19.22) as the MSI region:
+    // Linux leaves it untranslated, so the MSI address the device writes is the ITS's own.
+    auto viommu = CreateVirtioIommu(*memory_, options_.virtio_iommu_boot_bypass, arm64::kGicItsBase + 0x10000,
+                                    arm64::kGicItsBase + arm64::kGicItsSize - 1);
+    if (!viommu.ok()) return viommu.status();
+    viommu_ = std::move(*viommu);
+    dma_ = viommu_.provider.get();
+  } else {
+    bypass_ = std::make_unique<BypassDmaProvider>(*memory_);
+    dma_ = bypass_.get();
+  }
   pci_ = std::make_unique<PciHost>(mmio_, pio_, *msi_, *dma_);
   if (absl::Status s = pci_->Register(arm64::kPcieEcamBase, arm64::kPcieEcamSize); !s.ok()) {
     return Annotate(s, "PCI host");
   }
   if (!options_.disk.empty()) {
     if (absl::Status s = AddVirtioBlk(*pci_, options_.disk, blk_, blk_pci_); !s.ok()) return s;
+  }
+  if (viommu_.device) {
+    if (absl::Status s = AttachVirtioIommu(*pci_, viommu_); !s.ok()) return s;
   }
   if (absl::Status s = AddEmulatedTestDevices(*pci_, options_.devices, test_devices_); !s.ok()) return s;
   // Firmware-style BAR assignment (Linux's generic ECAM host reassigns them from the DT's ranges).
@@ -170,11 +187,13 @@ absl::Status Machine::LoadGuest() {
   fc.initrd_end = plan->initrd_addr + plan->initrd_size;
   fc.with_its = gic_->has_its();
   fc.with_pcie = gic_->has_its();
+  if (viommu_.device) fc.virtio_iommu_devfn = kVirtioIommuDevfn;
   auto dtb = arm64::BuildFdt(fc);
   if (!dtb.ok()) return Annotate(dtb.status(), "building the device tree");
   if (absl::Status s = memory_->Write(plan->dtb_addr, dtb->data(), dtb->size()); !s.ok()) return s;
-  platform_tables_ = absl::StrFormat("device tree %u bytes (GICv3%s, PSCI, arch timer, 16550%s)", dtb->size(),
-                                     gic_->has_its() ? "+ITS" : "", fc.with_pcie ? ", PCIe ECAM" : "");
+  platform_tables_ = absl::StrFormat("device tree %u bytes (GICv3%s, PSCI, arch timer, 16550%s%s)", dtb->size(),
+                                     gic_->has_its() ? "+ITS" : "", fc.with_pcie ? ", PCIe ECAM" : "",
+                                     fc.virtio_iommu_devfn ? ", virtio-iommu" : "");
   kernel_entry_ = plan->kernel_addr;
   dtb_addr_ = plan->dtb_addr;
   return absl::OkStatus();

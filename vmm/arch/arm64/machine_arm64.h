@@ -35,6 +35,7 @@
 #include "vmm/guest_memory.h"
 #include "vmm/kvm.h"
 #include "vmm/machine_options.h"
+#include "vmm/pci_functions.h"
 #include "vmm/stop_reason.h"
 
 namespace ionest {
@@ -82,7 +83,9 @@ class Machine {
   std::unique_ptr<arm64::SpiLine> uart_irq_;
   std::unique_ptr<Uart16550> uart_;
   std::unique_ptr<arm64::ItsMsiSink> msi_;
-  std::unique_ptr<DmaSpaceProvider> dma_;
+  std::unique_ptr<BypassDmaProvider> bypass_;  // --iommu=none: DMA straight to RAM
+  VirtioIommuFunction viommu_;                 // --iommu=virtio: device, requesters' spaces, PCI transport
+  DmaSpaceProvider* dma_ = nullptr;            // one of the two: what PciHost hands each requester
   std::unique_ptr<PciHost> pci_;
   std::unique_ptr<VirtioBlk> blk_;
   std::unique_ptr<VirtioPciDevice> blk_pci_;

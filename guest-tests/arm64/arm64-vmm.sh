@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# ionest for arm64 as the guest runner (and run-arm64.sh) sees a VMM: it takes ionest's own options,
+# boots an arm64 Linux host under QEMU TCG with EL2 (-M virt,virtualization=on,gic-version=3 -cpu max),
+# whose /init runs the cross-built aarch64 ionest with those options under the host's real /dev/kvm,
+# and exits with ionest's exit status. The console (outer host's, with the nested guest's inside)
+# goes to stdout. docs/arm64.md.
+#
+#   arm64-vmm.sh --ionest AARCH64_IONEST --host-kernel IMAGE [--host-memory MIB] [--host-arg ARG]...
+#                [--interactive] --kernel GUEST_IMAGE --initrd GUEST_CPIO [--disk FILE] [ionest options]...
+#
+# The options are accepted in any order (the runner appends its --vmm-arg ones last). --disk FILE is
+# the outer host's virtio-blk disk (QEMU -drive), handed to ionest as --disk /dev/vda: what the
+# nested guest writes lands in FILE, which the caller checks after the run. --host-arg adds one
+# argument to the QEMU command line (e.g. an emulated function for passthrough). --interactive: the
+# terminal is the nested guest's console (ionest --console inside); Ctrl-A x quits ionest (and so the
+# guest), Ctrl-] x quits QEMU (its escape moved off Ctrl-A so that ionest gets it).
+# Exit: ionest's status; 77 with "arm64-vmm: SKIP: <reason>" on stderr when this machine cannot run
+# it (no qemu-system-aarch64, no EL2, no arm64 busybox, no aarch64 ionest built, no /dev/kvm in the
+# host); 1 on other errors.
+# Env: IONEST_CACHE (arm64 busybox under $IONEST_CACHE/arm64/busybox), ARM64_VMM_WORK (scratch dir).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cache="${IONEST_CACHE:-$HOME/.cache/ionest}"
+skip() { echo "arm64-vmm: SKIP: $*" >&2; exit 77; }
+die() { echo "arm64-vmm: ERROR: $*" >&2; exit 1; }
+
+ionest="" host_kernel="" host_memory="" kernel="" initrd="" disk="" guest_memory=256 timeout=600
+host_args=() ionest_args=() interactive=0
+need() { (($# >= 2)) || die "option $1 needs a value"; }
+while (($#)); do
+  case "$1" in
+    --ionest) need "$@"; ionest="$2"; shift 2 ;;
+    --host-kernel) need "$@"; host_kernel="$2"; shift 2 ;;
+    --host-memory) need "$@"; host_memory="$2"; shift 2 ;;
+    --host-arg) need "$@"; host_args+=("$2"); shift 2 ;;
+    --interactive) interactive=1; shift ;;
+    --kernel) need "$@"; kernel="$2"; shift 2 ;;
+    --initrd) need "$@"; initrd="$2"; shift 2 ;;
+    --disk) need "$@"; disk="$2"; shift 2 ;;
+    --memory) need "$@"; ionest_args+=("$1" "$2")
+      case "$2" in *G) guest_memory=$((${2%G} * 1024)) ;; *M) guest_memory=${2%M} ;; *) guest_memory=$(($2 >> 20)) ;; esac
+      shift 2 ;;
+    --timeout) need "$@"; timeout="$2"; ionest_args+=("$1" "$2"); shift 2 ;;
+    --cmdline | --cpus | --device | --iommu | --virtio-iommu) need "$@"; ionest_args+=("$1" "$2"); shift 2 ;;
+    --help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) ionest_args+=("$1"); shift ;;
+  esac
+done
+
+command -v qemu-system-aarch64 >/dev/null || skip "qemu-system-aarch64 is not installed (run scripts/setup-arm64.sh)"
+qemu-system-aarch64 -machine virt,help 2>/dev/null | grep -q '^ *virtualization=' ||
+  skip "this qemu-system-aarch64 cannot emulate EL2 (-M virt,virtualization=on): its arm64 host would have no /dev/kvm"
+busybox="$cache/arm64/busybox/bin/busybox"
+[[ -x "$busybox" ]] || skip "no arm64 busybox at $busybox (scripts/setup-arm64.sh unpacks busybox-static:arm64)"
+[[ -n "$ionest" && -x "$ionest" ]] || skip "no aarch64 ionest at '${ionest}' (make arm64-build)"
+file -b "$ionest" | grep -q aarch64 || die "$ionest is not an aarch64 binary (make arm64-build)"
+[[ -n "$host_kernel" && -r "$host_kernel" ]] || die "no arm64 host kernel at '${host_kernel}' (make arm64-kernel)"
+[[ -n "$kernel" && -r "$kernel" ]] || die "no guest kernel at '${kernel}' (--kernel)"
+[[ -n "$initrd" && -r "$initrd" ]] || die "no guest initramfs at '${initrd}' (--initrd)"
+[[ -z "$disk" || -w "$disk" ]] || die "disk image '$disk' is not writable"
+# The host holds its initramfs (ionest, the guest kernel and initramfs) in RAM besides the guest's.
+host_memory="${host_memory:-$((guest_memory + 768))}"
+
+work="${ARM64_VMM_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/ionest-arm64-vmm.XXXXXX")}"
+mkdir -p "$work"
+[[ -n "${ARM64_VMM_WORK:-}" ]] || trap 'rm -rf "$work"' EXIT
+
+# --- ionest's shared libraries (readelf NEEDED, recursively) and the loader, from the multiarch dirs ---
+sysroot_libs=(/usr/lib/aarch64-linux-gnu /lib/aarch64-linux-gnu /usr/aarch64-linux-gnu/lib)
+find_lib() {
+  local d
+  for d in "${sysroot_libs[@]}"; do [[ -e "$d/$1" ]] && { echo "$d/$1"; return 0; }; done
+  return 1
+}
+declare -A libs=()
+queue=("$ionest")
+while ((${#queue[@]})); do
+  f="${queue[0]}"; queue=("${queue[@]:1}")
+  while read -r name; do
+    [[ -n "$name" && -z "${libs[$name]:-}" ]] || continue
+    path="$(find_lib "$name")" || die "shared library $name of $(basename "$f") not found for aarch64 (scripts/setup-arm64.sh)"
+    libs[$name]="$path"
+    queue+=("$path")
+  done < <(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+done
+loader="$(find_lib ld-linux-aarch64.so.1)" || die "no aarch64 loader ld-linux-aarch64.so.1 (libc6:arm64)"
+
+# --- the host's /init: ionest with the caller's options, its exit status reported on the console ---
+((interactive)) && ionest_args+=(--console)
+quote() { local s="${1//\'/\'\\\'\'}"; printf "'%s'" "$s"; }
+cmd="ionest --kernel /guest/kernel --initrd /guest/initrd"
+[[ -n "$disk" ]] && cmd+=" --disk /dev/vda"
+for a in "${ionest_args[@]}"; do cmd+=" $(quote "$a")"; done
+cat > "$work/host-init" <<INIT
+#!/bin/busybox sh
+export PATH=/bin LD_LIBRARY_PATH=/lib/aarch64-linux-gnu
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+read -r up _ </proc/uptime
+echo "arm64-host: /init at uptime \${up}s, \$(grep -c '^processor' /proc/cpuinfo) CPU(s)"
+if [ ! -e /dev/kvm ]; then
+  echo "arm64-host: SKIP: no /dev/kvm in the arm64 host (its KVM did not initialise: QEMU without EL2?)"
+  dmesg | grep -i kvm
+  poweroff -f
+fi
+echo "arm64-host: \$(dmesg | grep -m1 -o 'kvm \[1\]: .*mode initialized.*' || echo 'kvm: (init line not found)')"
+echo "arm64-host: running $(printf '%s' "$cmd" | sed 's/[$`\\"]/\\&/g')"
+$cmd
+rc=\$?
+read -r up2 _ </proc/uptime
+echo "arm64-host: ionest exit status \$rc at uptime \${up2}s (started at \${up}s)"
+sync
+poweroff -f
+INIT
+{
+  echo "dir /bin 755"; echo "dir /dev 755"; echo "dir /proc 755"; echo "dir /sys 755"; echo "dir /tmp 755"
+  echo "dir /lib 755"; echo "dir /lib/aarch64-linux-gnu 755"; echo "dir /guest 755"
+  echo "nod /dev/console 600 c 5 1"
+  echo "file /bin/busybox $busybox 755"
+  for a in sh mount grep dmesg poweroff cat dd head sync sed; do echo "slink /bin/$a busybox 777"; done
+  echo "file /bin/ionest $ionest 755"
+  echo "file /lib/ld-linux-aarch64.so.1 $(readlink -f "$loader") 755"
+  for name in "${!libs[@]}"; do echo "file /lib/aarch64-linux-gnu/$name $(readlink -f "${libs[$name]}") 755"; done
+  echo "file /guest/kernel $(readlink -f "$kernel") 644"
+  echo "file /guest/initrd $(readlink -f "$initrd") 644"
+  echo "file /init $work/host-init 755"
+} | "$repo/guest-tests/initramfs/mkcpio.py" "$work/host.cpio"
+
+qemu=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m "$host_memory"
+      -nographic -no-reboot -kernel "$host_kernel" -initrd "$work/host.cpio"
+      -append "console=ttyAMA0 rdinit=/init panic=-1")
+if [[ -n "$disk" ]]; then
+  qemu+=(-drive "file=$disk,format=raw,if=none,id=disk0,cache=writethrough" -device virtio-blk-pci,drive=disk0)
+fi
+qemu+=("${host_args[@]}")
+echo "arm64-vmm: host initramfs $(($(stat -c %s "$work/host.cpio") >> 20)) MiB; running: ${qemu[*]}" >&2
+# The host boots in a few seconds; ionest's own --timeout bounds the guest.
+set +e
+if ((interactive)); then
+  "${qemu[@]}" -echr 29 2>&1 | tee "$work/console.log"
+else
+  timeout --foreground -k 10 "$((timeout + 120))" "${qemu[@]}" </dev/null 2>&1 | tee "$work/console.log"
+fi
+set -e
+if grep -q 'arm64-host: SKIP' "$work/console.log"; then
+  skip "$(grep -m1 -o 'no /dev/kvm.*' "$work/console.log" | tr -d '\r')"
+fi
+status="$(sed -n 's/.*arm64-host: ionest exit status \([0-9]*\).*/\1/p' "$work/console.log" | head -1)"
+[[ -n "$status" ]] || die "the arm64 host never reported ionest's exit status (QEMU died or timed out?)"
+exit "$status"
