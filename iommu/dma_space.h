@@ -45,6 +45,10 @@ enum class DmaFaultKind {
   kBlocked,       // requester/PASID not allowed to DMA at all (context/PASID entry absent, abort)
   kInvalidEntry,  // a table entry the IOMMU cannot use (reserved bits, bad type...)
   kBadAddress,    // translated address is not guest RAM, or address beyond the input width
+  // The IOMMU holds the transaction (SMMUv3 stall model, IHI0070 §3.12.2): DmaFault::reason is the
+  // stall tag; the answer arrives as DmaClient::OnPageResponse with group_index = that tag
+  // (kSuccess: retry the access, otherwise: abort it).
+  kStalled,
 };
 
 struct DmaFault {

@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 
 #include "benchmark/benchmark.h"
+#include "iommu/testing/ratio_reporter.h"
 #include "iommu/iotlb.h"
 #include "iommu/nested.h"
 #include "iommu/testing/table_builder.h"
@@ -222,27 +223,6 @@ void BM_IotlbInvalidateDomainScan(benchmark::State& state) {
 BENCHMARK(BM_IotlbInvalidateDomainScan);
 
 // Console output plus, at the end, every benchmark's CPU time relative to the guest-memory read.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_Color : OO_None) {}
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& r : runs)
-      if (r.run_type == Run::RT_Iteration && !r.error_occurred) results_.emplace_back(r.benchmark_name(), r.GetAdjustedCPUTime());
-  }
-  void Finalize() override {
-    ConsoleReporter::Finalize();
-    double base = 0;
-    for (auto& [name, ns] : results_)
-      if (name == "BM_GuestMemoryRead8") base = ns;
-    if (base <= 0) return;
-    std::printf("\n%-32s %12s %10s\n", "benchmark", "cpu ns/op", "x read8");
-    for (auto& [name, ns] : results_) std::printf("%-32s %12.1f %10.2f\n", name.c_str(), ns, ns / base);
-  }
-
- private:
-  std::vector<std::pair<std::string, double>> results_;
-};
 
 }  // namespace
 }  // namespace ionest
@@ -253,7 +233,7 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  ionest::RatioReporter reporter;
+  ionest::iommu_testing::RatioReporter reporter("BM_GuestMemoryRead8", "x read8");
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   return 0;

@@ -85,8 +85,9 @@ DecodeCaps Smmuv3Iommu::Caps() const {
 
 Smmuv3Iommu::Smmuv3Iommu(PhysMemory& memory, MsiSink& msi, Smmuv3Profile profile)
     : memory_(memory), msi_(msi), profile_(profile), caps_(Caps()), iotlb_(profile_.iotlb_entries) {
+  Outbox out;
   absl::MutexLock l(&mu_);
-  ResetLocked();
+  ResetLocked(out);
 }
 
 Smmuv3Iommu::~Smmuv3Iommu() = default;
@@ -105,11 +106,16 @@ DmaClient* Smmuv3Iommu::ClientOf(uint16_t rid) {
 }
 
 void Smmuv3Iommu::Reset() {
-  absl::MutexLock l(&mu_);
-  ResetLocked();
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    ResetLocked(out);
+  }
+  Deliver(out);
 }
 
-void Smmuv3Iommu::ResetLocked() {
+void Smmuv3Iommu::ResetLocked(Outbox& out) {
+  TerminateStallsLocked(std::nullopt, out);
   // §6.3: every register resets to 0 except GBPA (ABORT IMPLEMENTATION DEFINED, SHCFG 0b01).
   cr0_ = cr1_ = cr2_ = irq_ctrl_ = gerror_ = gerrorn_ = 0;
   gbpa_ = (profile_.gbpa_abort_at_reset ? kGbpaAbort : 0) | (1u << 12);
@@ -223,7 +229,7 @@ uint32_t Smmuv3Iommu::ReadRegLocked(uint64_t offset) {
                                    p.evtq_log2 << 16 | p.cmdq_log2 << 21);
     case kIdr3: return p.range_invalidation ? kIdr3Ril : 0;
     case kIdr5: {
-      uint32_t v = AddressSizeEncoding(p.oas_bits);
+      uint32_t v = AddressSizeEncoding(p.oas_bits) | (p.stall ? uint32_t{p.max_stalls} << 16 : 0u);
       if (p.gran4k) v |= kIdr5Gran4K;
       if (p.gran16k) v |= kIdr5Gran16K;
       if (p.gran64k) v |= kIdr5Gran64K;
@@ -262,6 +268,7 @@ void Smmuv3Iommu::WriteCr0Locked(uint32_t value, Outbox& out) {
   if (profile_.ats) mask |= kCr0AtsChk;
   const uint32_t old = cr0_;
   cr0_ = value & mask;
+  if ((old & kCr0SmmuEn) && !(cr0_ & kCr0SmmuEn)) TerminateStallsLocked(std::nullopt, out);  // §3.12.2
   if ((cr0_ & kCr0CmdqEn) && !(old & kCr0CmdqEn)) ProcessCommandsLocked(out);
 }
 
@@ -589,11 +596,41 @@ uint32_t Smmuv3Iommu::ExecuteCommandLocked(const uint64_t (&cmd)[2], Outbox& out
       if (cs == kSyncCsIrq && profile_.msi) SignalMsiLocked(cmd[1], static_cast<uint32_t>(cmd[0] >> 32), out);
       return kCerrorNone;  // SIG_SEV: the WFE wake-up is not modelled (pollers re-read CONS)
     }
+    case kCmdResume: {  // §4.7.2: Action 0 terminate, 1 retry, 2 abort
+      if (!profile_.stall || !fields(kOp | Bits(13, 12) | kSid, Bits(15, 0))) return kCerrorIll;
+      const uint32_t action = Field(cmd[0], 13, 12);
+      if (action > kResumeAbort) return kCerrorIll;
+      EndStallLocked(sid, static_cast<uint16_t>(cmd[1] & 0xFFFF), action == kResumeRetry, out);
+      return kCerrorNone;
+    }
+    case kCmdStallTerm:  // §4.7.3
+      if (!profile_.stall || !fields(kOp | kSid, 0)) return kCerrorIll;
+      TerminateStallsLocked(sid, out);
+      return kCerrorNone;
     default:
-      // TLBI_EL2_* / TLBI_EL3_* without IDR0.HYP / secure state, RESUME / STALL_TERM without the
+      // TLBI_EL2_* / TLBI_EL3_* (no IDR0.HYP, no secure state), RESUME / STALL_TERM without the
       // stall model, and unknown opcodes.
       return kCerrorIll;
   }
+}
+
+void Smmuv3Iommu::EndStallLocked(uint32_t sid, uint16_t stag, bool retry, Outbox& out) {
+  // A RESUME naming no stalled transaction is ignored (§4.7.2).
+  if (stalls_.erase(uint64_t{sid} << 16 | stag) == 0 || sid > 0xFFFF) return;
+  PageResponse r;
+  r.rid = static_cast<uint16_t>(sid);
+  r.group_index = stag;
+  r.code = retry ? PageResponseCode::kSuccess : PageResponseCode::kResponseFailure;
+  out.calls.push_back([this, r] {
+    if (DmaClient* c = ClientOf(r.rid)) c->OnPageResponse(r);
+  });
+}
+
+void Smmuv3Iommu::TerminateStallsLocked(std::optional<uint32_t> sid, Outbox& out) {
+  std::vector<uint64_t> keys;
+  for (uint64_t key : stalls_)
+    if (!sid || (key >> 16) == *sid) keys.push_back(key);
+  for (uint64_t key : keys) EndStallLocked(static_cast<uint32_t>(key >> 16), static_cast<uint16_t>(key), false, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -622,6 +659,7 @@ bool Smmuv3Iommu::RecordEventLocked(const Event& e, Outbox& out) {
     if (!(e.access & kDmaWrite)) rec[1] |= kEvt1RnW;
     if (e.s2) rec[1] |= kEvt1S2;
     rec[1] |= uint64_t{e.klass} << kEvt1ClassShift;
+    if (e.stag) rec[1] |= kEvt1Stall | *e.stag;
   }
   rec[2] = e.input;
   rec[3] = e.addr3;
@@ -702,11 +740,15 @@ Smmuv3Iommu::Context Smmuv3Iommu::MakeContext(const SteConfig& ste, const CdConf
   }
   c.kind = Context::kTranslate;
   c.vmid = ste.vmid;
-  if (c.s2) c.s2_config = ste.s2_config;
+  if (c.s2) {
+    c.s2_config = ste.s2_config;
+    c.stall_s2 = ste.s2_stall;
+  }
   if (c.s1) {
     c.s1_config = cd->s1;
     c.tag = cd->asid;
     c.type = c.s2 ? IotlbType::kNested : IotlbType::kFirstStage;
+    c.stall_s1 = cd->stall && !ste.s1_stall_disable;
   } else {
     c.tag = kStage2Tag;
     c.type = IotlbType::kSecondStage;
@@ -918,8 +960,21 @@ Translation Smmuv3Iommu::TranslateFor(uint16_t sid, uint64_t iova, uint64_t len,
           ev.klass = w.fault.stage == WalkStage::kSecondForFirstTable ? kEvtClassTt : kEvtClassIn;
           if (ev.type == kEvtWalkEabt) ev.addr3 = w.fault.entry_addr & Bits(51, 3);
           else if (ev.s2) ev.addr3 = w.fault.addr & Bits(51, 12);
+          // §3.12.2: translation, address size, access and permission faults stall when the stage
+          // that faulted has stalling enabled and a stall slot is free; else they terminate.
+          const bool stallable = ev.type >= kEvtTranslation && ev.type <= kEvtPermission &&
+                                 (ev.s2 ? c.stall_s2 : c.stall_s1) && stalls_.size() < profile_.max_stalls;
+          if (stallable) {
+            while (stalls_.contains(uint64_t{sid} << 16 | next_stag_)) ++next_stag_;  // < max_stalls tries
+            ev.stag = next_stag_++;
+          }
           const bool recorded = RecordEventLocked(ev, out);
-          t.fault = DmaFault{ToDmaFaultKind(w.fault.kind), addr, access, attrs.pasid, ev.type, recorded};
+          if (stallable && recorded) {
+            stalls_.insert(uint64_t{sid} << 16 | *ev.stag);
+            t.fault = DmaFault{DmaFaultKind::kStalled, addr, access, attrs.pasid, *ev.stag, true};
+          } else {
+            t.fault = DmaFault{ToDmaFaultKind(w.fault.kind), addr, access, attrs.pasid, ev.type, recorded};
+          }
           break;
         }
         WalkResult cached = w;

@@ -20,6 +20,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "iommu/dma_space.h"
@@ -45,7 +46,8 @@ struct Smmuv3Profile {
   int priq_log2 = 8;                   // IDR1.PRIQS, 0..19
   bool ats = false;                    // IDR0.ATS (ATC_INV forwarded to the DmaClient)
   bool pri = false;                    // IDR0.PRI (page requests into the PRI queue)
-  bool stall = false;                  // IDR0.STALL_MODEL 00 (advertised; stalls terminate, see README)
+  bool stall = false;                  // IDR0.STALL_MODEL 00: CD.S / STE.S2S stall faulting transactions
+  uint16_t max_stalls = 64;            // IDR5.STALL_MAX: stalled transactions held at once
   bool asid16 = true;                  // IDR0.ASID16
   bool vmid16 = true;                  // IDR0.VMID16
   int oas_bits = 48;                   // IDR5.OAS: 32, 36, 40, 42, 44 or 48
@@ -99,9 +101,9 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
   // this object. Any thread.
   DmaSpace& ForRequester(uint16_t rid) override ABSL_LOCKS_EXCLUDED(spaces_mu_);
 
-  // Reset (§6.3: registers to their reset values, queues and translation off, caches emptied).
-  // DmaSpaces and their clients stay. Machine reset path (no DMA may be in flight... but racing
-  // DMA is safe: it sees either state).
+  // Reset (§6.3: registers to their reset values, queues and translation off, caches emptied,
+  // stalled transactions terminated). DmaSpaces and their clients stay. The machine's reset path;
+  // DMA racing it is safe (it sees the old or the new state).
   void Reset() ABSL_LOCKS_EXCLUDED(mu_);
 
   Smmuv3Stats stats() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -124,6 +126,8 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
     uint16_t vmid = 0;
     uint32_t tag = 0;  // IOTLB "pasid" tag: ASID, or kStage2Tag
     IotlbType type = IotlbType::kFirstStage;
+    bool stall_s1 = false;  // CD.S && !STE.S1STALLD (§5.4, §3.12.2)
+    bool stall_s2 = false;  // STE.S2S
   };
   struct Event {
     uint8_t type = 0;
@@ -134,6 +138,7 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
     uint32_t klass = kEvtClassIn;
     uint64_t input = 0;
     uint64_t addr3 = 0;  // IPA (stage-2 faults) or fetch address
+    std::optional<uint16_t> stag;  // stalled: Stall=1 and this STAG
   };
   struct Resolution {
     std::optional<Context> context;
@@ -172,12 +177,16 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
   // Executes one command; returns a CERROR code (kCerrorNone on success).
   uint32_t ExecuteCommandLocked(const uint64_t (&cmd)[2], Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InvalidateConfigLocked(uint32_t sid_first, uint64_t count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends stalled transactions (§4.7.2 CMD_RESUME, §4.7.3 CMD_STALL_TERM): the device hears through
+  // DmaClient::OnPageResponse (group_index = STAG; kSuccess = retry).
+  void EndStallLocked(uint32_t sid, uint16_t stag, bool retry, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TerminateStallsLocked(std::optional<uint32_t> sid, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InvalidateRange(uint16_t vmid, std::optional<uint32_t> tag, uint64_t addr, uint64_t len, uint32_t type_mask);
   // Drops mu_ to deliver the outbox (device callbacks before a CMD_SYNC completes), then retakes it.
   void DeliverUnlocked(Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Deliver(Outbox& out) ABSL_LOCKS_EXCLUDED(mu_);
   DmaClient* ClientOf(uint16_t rid) ABSL_LOCKS_EXCLUDED(spaces_mu_);
-  void ResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ResetLocked(Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   DecodeCaps Caps() const;
 
   PhysMemory& memory_;
@@ -210,6 +219,9 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
   // Configuration caches (§16.2: invalidated by CFGI_*; faults are never cached).
   absl::flat_hash_map<uint32_t, SteConfig> ste_cache_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, CdConfig> cd_cache_ ABSL_GUARDED_BY(mu_);  // sid << 32 | ssid
+  // Stalled transactions by sid << 16 | STAG (at most profile.max_stalls).
+  absl::flat_hash_set<uint64_t> stalls_ ABSL_GUARDED_BY(mu_);
+  uint16_t next_stag_ ABSL_GUARDED_BY(mu_) = 0;
   bool cmdq_busy_ ABSL_GUARDED_BY(mu_) = false;  // one thread processes commands at a time
   bool cmdq_rekick_ ABSL_GUARDED_BY(mu_) = false;
   Smmuv3Stats stats_ ABSL_GUARDED_BY(mu_);

@@ -75,6 +75,13 @@ class Smmuv3Test : public ::testing::Test {
     return v;
   }
   uint32_t Phys(uint64_t pa) { return *mem_->ReadObj<uint32_t>(pa); }
+  // The fault kind of a 4-byte read (it must fault).
+  DmaFaultKind ReadFaultKind(uint64_t iova) {
+    DmaFault fault;
+    uint32_t v = 0;
+    EXPECT_FALSE(Space().Read(iova, &v, sizeof(v), {}, &fault).ok());
+    return fault.kind;
+  }
 
   RecordingMsiSink msi_;
   std::unique_ptr<GuestMemory> mem_;
@@ -497,6 +504,68 @@ TEST_F(Smmuv3Test, PageRequestsAndResponses) {
   // Without PRI in the profile, page requests are refused.
   Build(Smmuv3Profile{});
   EXPECT_FALSE(Space().SendPageRequest(req).ok());
+}
+
+// Stall model (§3.12.2): a stage-1 fault with CD.S is held, reported with Stall=1 and a STAG, and
+// ends with CMD_RESUME (retry or abort) or CMD_STALL_TERM, answered through the DmaClient.
+TEST_F(Smmuv3Test, StalledFaultsWaitForResume) {
+  Smmuv3Profile p;
+  p.stall = true;
+  p.max_stalls = 2;
+  Build(p);
+  EXPECT_EQ(Field(driver_->idr0(), 25, 24), 0u);
+  EXPECT_EQ(Field(driver_->Read32(kIdr5), 31, 16), 2u);
+  RecordingClient client;
+  Space().SetClient(&client);
+  VmsaTableBuilder t = *VmsaTableBuilder::CreateStage1(*mem_, *alloc_, 48);
+  const uint64_t cd_table = *driver_->AllocCdTable(0);
+  testing::CdWords cd = CdStage1(t.root(), 3);
+  cd.w[0] |= kCd0S;
+  ASSERT_TRUE(driver_->WriteCd(cd_table, 0, kS1FmtLinear, 0, cd).ok());
+  ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteStage1(cd_table)).ok());
+
+  DmaFault fault;
+  uint32_t v = 0x42;
+  EXPECT_FALSE(Space().Write(0x3000, &v, 4, {}, &fault).ok());
+  EXPECT_EQ(fault.kind, DmaFaultKind::kStalled);
+  const uint16_t stag = static_cast<uint16_t>(fault.reason);
+  std::vector<EventRecord> ev = driver_->DrainEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(Type(ev[0]), kEvtTranslation);
+  EXPECT_TRUE(ev[0][1] & kEvt1Stall);
+  EXPECT_EQ(ev[0][1] & 0xFFFF, stag);
+  // The OS maps the page and resumes with retry: the device hears Success and retries.
+  ASSERT_TRUE(t.Map(0x3000, kData, kPage4K, VmsaTableBuilder::Stage1Attrs(kRW)).ok());
+  const Command resume{kCmdResume | uint64_t{kResumeRetry} << 12 | uint64_t{kSid} << 32, stag};
+  ASSERT_TRUE(driver_->Submit({resume}).ok());
+  ASSERT_EQ(client.responses.size(), 1u);
+  EXPECT_EQ(client.responses[0].group_index, stag);
+  EXPECT_EQ(client.responses[0].code, PageResponseCode::kSuccess);
+  EXPECT_TRUE(Space().Write(0x3000, &v, 4).ok());
+  EXPECT_EQ(Phys(kData), 0x42u);
+  // A RESUME for no stalled transaction is ignored.
+  ASSERT_TRUE(driver_->Submit({resume}).ok());
+  EXPECT_EQ(client.responses.size(), 1u);
+  // Two stalls fill STALL_MAX; the third fault terminates (no Stall bit); STALL_TERM ends both.
+  EXPECT_EQ(ReadFaultKind(0x10000), DmaFaultKind::kStalled);
+  EXPECT_EQ(ReadFaultKind(0x11000), DmaFaultKind::kStalled);
+  EXPECT_EQ(ReadFaultKind(0x12000), DmaFaultKind::kNotPresent);
+  ev = driver_->DrainEvents();
+  ASSERT_EQ(ev.size(), 3u);
+  EXPECT_FALSE(ev[2][1] & kEvt1Stall);
+  ASSERT_TRUE(driver_->Submit({Command{kCmdStallTerm | uint64_t{kSid} << 32, 0}}).ok());
+  ASSERT_EQ(client.responses.size(), 3u);
+  EXPECT_EQ(client.responses[2].code, PageResponseCode::kResponseFailure);
+  // STE.S1STALLD overrides CD.S; disabling the SMMU terminates held transactions.
+  testing::SteWords ste = testing::SteStage1(cd_table);
+  ste.w[1] |= kSte1S1StallD;
+  ASSERT_TRUE(driver_->WriteSte(kSid, ste).ok());
+  EXPECT_EQ(ReadFaultKind(0x13000), DmaFaultKind::kNotPresent);
+  ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteStage1(cd_table)).ok());
+  EXPECT_EQ(ReadFaultKind(0x14000), DmaFaultKind::kStalled);
+  driver_->Write32(kCr0, driver_->Read32(kCr0) & ~kCr0SmmuEn);
+  EXPECT_EQ(client.responses.size(), 4u);
+  Space().SetClient(nullptr);
 }
 
 // Hostile guest: random STE/CD/table words, queue pointers and commands never crash or hang, and

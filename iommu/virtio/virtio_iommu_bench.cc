@@ -13,6 +13,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "benchmark/benchmark.h"
+#include "iommu/testing/ratio_reporter.h"
 #include "iommu/testing/table_builder.h"
 #include "iommu/virtio/testing/viommu_test_bench.h"
 #include "iommu/vtd/testing/vtd_test_env.h"
@@ -102,29 +103,6 @@ BENCHMARK(BM_ViommuBypassDomain);
 void BM_NoIommu(benchmark::State& state) { Run(state, F().none->ForRequester(kRid)); }
 BENCHMARK(BM_NoIommu);
 
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_Color : OO_None) {}
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& r : runs)
-      if (r.run_type == Run::RT_Iteration && !r.error_occurred)
-        results_.emplace_back(r.benchmark_name(), r.GetAdjustedCPUTime());
-  }
-  void Finalize() override {
-    ConsoleReporter::Finalize();
-    double base = 0;
-    for (auto& [name, ns] : results_)
-      if (name == "BM_VtdTranslateHit") base = ns;
-    if (base <= 0) return;
-    std::printf("\n%-28s %12s %10s\n", "benchmark", "cpu ns/op", "x vtd hit");
-    for (auto& [name, ns] : results_) std::printf("%-28s %12.1f %10.2f\n", name.c_str(), ns, ns / base);
-  }
-
- private:
-  std::vector<std::pair<std::string, double>> results_;
-};
-
 }  // namespace
 }  // namespace ionest
 
@@ -132,7 +110,7 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);  // as iommu_bench.cc
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  ionest::RatioReporter reporter;
+  ionest::iommu_testing::RatioReporter reporter("BM_VtdTranslateHit", "x vtd hit");
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   return 0;
