@@ -125,6 +125,7 @@ void Smmuv3Iommu::ResetLocked(Outbox& out) {
   cmdq_ = evtq_ = priq_ = {};
   ste_cache_.clear();
   cd_cache_.clear();
+  contexts_.clear();
   iotlb_.InvalidateAll();
 }
 
@@ -415,6 +416,7 @@ void Smmuv3Iommu::ProcessCommandsLocked(Outbox& out) {
       if (IsQueueEmpty(cmdq_.prod, cons, pointer)) break;
       uint64_t cmd[2] = {};
       uint32_t error = kCerrorNone;
+      const uint32_t cons_register = cmdq_.cons;
       if (!memory_.Read(cmdq_.addr(profile_.cmdq_log2) + uint64_t{cons & index_mask} * kCmdSize, cmd, sizeof(cmd)).ok()) {
         error = kCerrorAbt;
       } else {
@@ -429,9 +431,11 @@ void Smmuv3Iommu::ProcessCommandsLocked(Outbox& out) {
         RaiseGerrorLocked(kGerrorCmdqErr, out);
         break;
       }
-      // The queue may have been reprogrammed while a CMD_SYNC dropped the lock: re-read its size.
+      // A CMD_SYNC drops the lock: if the queue was disabled, reset or reprogrammed meanwhile,
+      // CONS belongs to the new state and is left alone.
+      if (!(cr0_ & kCr0CmdqEn) || cmdq_.cons != cons_register) break;
       const uint32_t now_pointer = (2u << cmdq_.log2size(profile_.cmdq_log2)) - 1;
-      cmdq_.cons = (((cmdq_.cons & now_pointer) + 1) & now_pointer) | (cmdq_.cons & ~now_pointer);
+      cmdq_.cons = ((cons + 1) & now_pointer) | (cmdq_.cons & ~now_pointer);
     }
   } while (cmdq_rekick_ && budget > 0);
   cmdq_busy_ = false;
@@ -447,6 +451,7 @@ void Smmuv3Iommu::InvalidateConfigLocked(uint32_t sid_first, uint64_t count) {
   }
   // The CDs of a stream hang off its STE: drop them too.
   absl::erase_if(cd_cache_, [&](const auto& kv) { return in_range(kv.first >> 32); });
+  absl::erase_if(contexts_, [&](const auto& kv) { return in_range(ContextSid(kv.first)); });
 }
 
 void Smmuv3Iommu::InvalidateRange(uint16_t vmid, std::optional<uint32_t> tag, uint64_t addr, uint64_t len,
@@ -510,6 +515,7 @@ uint32_t Smmuv3Iommu::ExecuteCommandLocked(const uint64_t (&cmd)[2], Outbox& out
       if (range == 31) {
         ste_cache_.clear();
         cd_cache_.clear();
+        contexts_.clear();
       } else {
         const uint64_t count = uint64_t{2} << range;
         InvalidateConfigLocked(static_cast<uint32_t>(sid & ~(count - 1)), count);
@@ -519,10 +525,12 @@ uint32_t Smmuv3Iommu::ExecuteCommandLocked(const uint64_t (&cmd)[2], Outbox& out
     case kCmdCfgiCd:  // §4.3.3
       if (!fields(kOp | kSsid | kSid, Bit(0))) return kCerrorIll;
       cd_cache_.erase(uint64_t{sid} << 32 | Field(cmd[0], 31, 12));
+      absl::erase_if(contexts_, [&](const auto& kv) { return ContextSid(kv.first) == sid; });
       return kCerrorNone;
     case kCmdCfgiCdAll:  // §4.3.4
       if (!fields(kOp | kSid, 0)) return kCerrorIll;
       absl::erase_if(cd_cache_, [&](const auto& kv) { return (kv.first >> 32) == sid; });
+      absl::erase_if(contexts_, [&](const auto& kv) { return ContextSid(kv.first) == sid; });
       return kCerrorNone;
     case kCmdTlbiNhAll:  // §4.4.1: every stage-1 entry of the VMID
       if (!fields(kOp | kVmid, 0)) return kCerrorIll;
@@ -756,27 +764,9 @@ Smmuv3Iommu::Context Smmuv3Iommu::MakeContext(const SteConfig& ste, const CdConf
   return c;
 }
 
-std::optional<Smmuv3Iommu::Context> Smmuv3Iommu::CachedContextLocked(uint32_t sid,
-                                                                      std::optional<uint32_t> ssid) const {
-  auto ste_it = ste_cache_.find(sid);
-  if (ste_it == ste_cache_.end()) return std::nullopt;
-  const SteConfig& ste = ste_it->second;
-  if (ste.config == kSteCfgAbort) return Context{};
-  if (!ste.s1) {
-    if (ssid) return std::nullopt;  // C_BAD_SUBSTREAMID: the slow path records it
-    return MakeContext(ste, nullptr, false);
-  }
-  uint32_t cd_ssid = 0;
-  if (ssid) {
-    if (ste.s1_cd_max == 0 || (ste.s1_dss == kS1DssSsid0 && *ssid == 0)) return std::nullopt;
-    cd_ssid = *ssid;
-  } else if (ste.s1_cd_max != 0) {
-    if (ste.s1_dss == kS1DssBypass) return MakeContext(ste, nullptr, true);
-    if (ste.s1_dss != kS1DssSsid0) return std::nullopt;
-  }
-  auto cd_it = cd_cache_.find(uint64_t{sid} << 32 | cd_ssid);
-  if (cd_it == cd_cache_.end()) return std::nullopt;
-  return MakeContext(ste, &cd_it->second, false);
+const Smmuv3Iommu::Context* Smmuv3Iommu::CachedContextLocked(uint32_t sid, std::optional<uint32_t> ssid) const {
+  auto it = contexts_.find(ContextKey(sid, ssid));
+  return it == contexts_.end() ? nullptr : &it->second;
 }
 
 Smmuv3Iommu::Resolution Smmuv3Iommu::ResolveLocked(uint32_t sid, std::optional<uint32_t> ssid, uint64_t input,
@@ -804,6 +794,7 @@ Smmuv3Iommu::Resolution Smmuv3Iommu::ResolveLocked(uint32_t sid, std::optional<u
     if (ste_cache_.size() >= profile_.config_cache_entries) {
       ste_cache_.clear();
       cd_cache_.clear();
+      contexts_.clear();
     }
     ste = &ste_cache_.emplace(sid, *f.config).first->second;
   }
@@ -846,7 +837,10 @@ Smmuv3Iommu::Resolution Smmuv3Iommu::ResolveLocked(uint32_t sid, std::optional<u
       }
       return fail(f.fault.event);
     }
-    if (cd_cache_.size() >= profile_.config_cache_entries) cd_cache_.clear();
+    if (cd_cache_.size() >= profile_.config_cache_entries) {
+      cd_cache_.clear();
+      contexts_.clear();
+    }
     cd = &cd_cache_.emplace(key, *f.config).first->second;
   }
   r.context = MakeContext(*ste, cd, false);
@@ -890,7 +884,7 @@ Translation Smmuv3Iommu::TranslateFor(uint16_t sid, uint64_t iova, uint64_t len,
       else identity();
       return t;
     }
-    std::optional<Context> c = CachedContextLocked(sid, attrs.pasid);
+    const Context* c = CachedContextLocked(sid, attrs.pasid);
     if (c && c->kind == Context::kAbort) {
       blocked(0, DmaFaultKind::kBlocked, false);
       return t;
@@ -926,6 +920,10 @@ Translation Smmuv3Iommu::TranslateFor(uint16_t sid, uint64_t iova, uint64_t len,
       return t;
     }
     Resolution res = ResolveLocked(sid, attrs.pasid, iova, access);
+    if (res.context) {
+      if (contexts_.size() >= profile_.config_cache_entries) contexts_.clear();
+      contexts_.insert_or_assign(ContextKey(sid, attrs.pasid), *res.context);
+    }
     if (!res.context) {
       const bool recorded = res.event && RecordEventLocked(*res.event, out);
       const uint8_t type = res.event ? res.event->type : 0;

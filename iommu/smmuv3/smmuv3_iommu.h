@@ -150,9 +150,14 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
   Translation TranslateFor(uint16_t sid, uint64_t iova, uint64_t len, uint32_t access, const DmaAttrs& attrs)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status PageRequestFor(uint16_t sid, const PageRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
-  // Hit path: the cached configuration, or nullopt if something must be fetched.
-  std::optional<Context> CachedContextLocked(uint32_t sid, std::optional<uint32_t> ssid) const
+  // Hit path: the resolved configuration of (sid, ssid), or null if it must be resolved again.
+  const Context* CachedContextLocked(uint32_t sid, std::optional<uint32_t> ssid) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // sid << 33 | SSV << 32 | SSID (any 32-bit SSID the device claims stays distinct from none).
+  static uint64_t ContextKey(uint32_t sid, std::optional<uint32_t> ssid) {
+    return uint64_t{sid} << 33 | (ssid ? uint64_t{1} << 32 | *ssid : 0);
+  }
+  static uint64_t ContextSid(uint64_t key) { return key >> 33; }
   Resolution ResolveLocked(uint32_t sid, std::optional<uint32_t> ssid, uint64_t input, uint32_t access)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Combines a valid STE and CD (or none) into a Context (§5.2 S1DSS).
@@ -219,6 +224,9 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
   // Configuration caches (§16.2: invalidated by CFGI_*; faults are never cached).
   absl::flat_hash_map<uint32_t, SteConfig> ste_cache_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, CdConfig> cd_cache_ ABSL_GUARDED_BY(mu_);  // sid << 32 | ssid
+  // What the two combine to per (sid, transaction ssid) (ContextKey): the hit path's one lookup.
+  // Dropped with the STE/CD entries it came from.
+  absl::flat_hash_map<uint64_t, Context> contexts_ ABSL_GUARDED_BY(mu_);
   // Stalled transactions by sid << 16 | STAG (at most profile.max_stalls).
   absl::flat_hash_set<uint64_t> stalls_ ABSL_GUARDED_BY(mu_);
   uint16_t next_stag_ ABSL_GUARDED_BY(mu_) = 0;

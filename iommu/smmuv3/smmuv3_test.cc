@@ -2,8 +2,10 @@
 // it through its register window and in-memory tables, devices DMA through ForRequester(sid).
 #include "iommu/smmuv3/smmuv3_iommu.h"
 
+#include <atomic>
 #include <memory>
 #include <random>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "iommu/smmuv3/testing/smmuv3_driver.h"
@@ -264,6 +266,7 @@ TEST_F(Smmuv3Test, SubstreamsThroughTwoLevelCdTable) {
   ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteStage1(cds, cd_max, kS1Fmt64KL2, kS1DssBypass)).ok());
   ASSERT_TRUE(Write(kData + 0x40, 0xcc).ok());  // untranslated
   EXPECT_EQ(Phys(kData + 0x40), 0xccu);
+  EXPECT_FALSE(Write(kData + 0x40, 1, {.pasid = 0xFFFF'FFFFu}).ok());  // not the cached no-SSID context
   ASSERT_TRUE(Write(0x1000, 0xdd, {.pasid = 5000}).ok());  // substreams still translate
   EXPECT_EQ(Phys(kData + kPage4K), 0xddu);
   // A stage-2-only STE rejects SubstreamIDs.
@@ -566,6 +569,39 @@ TEST_F(Smmuv3Test, StalledFaultsWaitForResume) {
   driver_->Write32(kCr0, driver_->Read32(kCr0) & ~kCr0SmmuEn);
   EXPECT_EQ(client.responses.size(), 4u);
   Space().SetClient(nullptr);
+}
+
+// Devices translating on several threads while the driver remaps, invalidates and rewrites the
+// STE: every access sees the old or the new page, nothing else, and nothing deadlocks.
+TEST_F(Smmuv3Test, ConcurrentTranslationAndInvalidation) {
+  VmsaTableBuilder t = Stage1Domain(kSid, 7);
+  constexpr int kPagesMapped = 16;
+  for (int i = 0; i < 2 * kPagesMapped; ++i) ASSERT_TRUE(mem_->WriteObj<uint32_t>(kData + i * kPage4K, i).ok());
+  ASSERT_TRUE(t.Map(0x100000, kData, kPagesMapped * kPage4K, VmsaTableBuilder::Stage1Attrs(kRW)).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> devices;
+  for (int d = 0; d < 3; ++d) {
+    devices.emplace_back([&, d] {
+      for (uint64_t i = d; !stop.load(); ++i) {
+        const int page = static_cast<int>(i % kPagesMapped);
+        uint32_t v = 0;
+        if (!Space().Read(0x100000 + page * kPage4K, &v, 4).ok()) continue;
+        if (v != static_cast<uint32_t>(page) && v != static_cast<uint32_t>(page + kPagesMapped)) ++bad;
+      }
+    });
+  }
+  for (int round = 0; round < 200; ++round) {
+    const uint64_t pa = kData + (round % 2 ? kPagesMapped * kPage4K : 0);
+    ASSERT_TRUE(t.Map(0x100000, pa, kPagesMapped * kPage4K, VmsaTableBuilder::Stage1Attrs(kRW)).ok());
+    std::vector<Command> cmds = {testing::CmdTlbiNhVa(0, 7, 0x100000, 1, kPagesMapped / 2 - 1, 0)};
+    if (round % 10 == 0) cmds.push_back(testing::CmdCfgiSte(kSid));
+    ASSERT_TRUE(driver_->Submit(cmds).ok());
+  }
+  stop = true;
+  for (std::thread& th : devices) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_TRUE(driver_->DrainEvents().empty());
 }
 
 // Hostile guest: random STE/CD/table words, queue pointers and commands never crash or hang, and
