@@ -143,7 +143,7 @@ void BM_Smmuv3Bypass(benchmark::State& state) {
 BENCHMARK(BM_Smmuv3Bypass);
 
 // CMD_SYNC alone through the queue (Linux style: MSI written back into the entry), then a
-// TLBI_NH_VA range of 32 pages (TG 4 KiB, NUM 15) + CMD_SYNC over a full IOTLB.
+// TLBI_NH_VA range of 32 pages (TG 4 KiB, NUM 15, SCALE 1) + CMD_SYNC over a full IOTLB.
 void BM_Smmuv3CmdSync(benchmark::State& state) {
   testing::Smmuv3Driver& d = *F().cached->driver;
   for (auto _ : state) Check(d.Submit({}).ok(), "sync");
@@ -157,7 +157,7 @@ void BM_Smmuv3TlbiRange32(benchmark::State& state) {
   uint64_t i = 0;
   for (auto _ : state) {
     const uint64_t va = kIovaBase + ((i++ * 32) % kPages) * kPage4K;
-    Check(s.driver->Submit({testing::CmdTlbiNhVa(0, 1, va, 1, 15, 0)}).ok(), "tlbi");
+    Check(s.driver->Submit({testing::CmdTlbiNhVa(0, 1, va, 1, 15, 1)}).ok(), "tlbi");
   }
 }
 BENCHMARK(BM_Smmuv3TlbiRange32);

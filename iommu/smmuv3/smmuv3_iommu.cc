@@ -480,7 +480,8 @@ uint32_t Smmuv3Iommu::ExecuteCommandLocked(const uint64_t (&cmd)[2], Outbox& out
   const uint16_t vmid = static_cast<uint16_t>(Field(cmd[0], 47, 32));
   const uint16_t asid = static_cast<uint16_t>(Field(cmd[0], 63, 48));
   constexpr uint32_t kS1Types = IotlbTypeBit(IotlbType::kFirstStage) | IotlbTypeBit(IotlbType::kNested);
-  // TLBI by address (§4.4.2-4.4.3): TG=0 one address, else (NUM+1) * 2^(5*SCALE+1) granules.
+  // TLBI by address (§4.4.1.1): TG=0 one address, else a range of (NUM+1) * 2^SCALE granules
+  // (the SMMU's range encoding, unlike the CPU's TLBI RVA*).
   auto tlbi_by_address = [&](std::optional<uint32_t> tag, uint64_t addr, uint32_t types) -> uint32_t {
     const uint32_t tg = Field(cmd[1], 11, 10);
     const uint32_t num = Field(cmd[0], 16, 12), scale = Field(cmd[0], 24, 20);
@@ -491,7 +492,7 @@ uint32_t Smmuv3Iommu::ExecuteCommandLocked(const uint64_t (&cmd)[2], Outbox& out
     }
     if (!profile_.range_invalidation) return kCerrorIll;
     const int granule = tg == 1 ? 12 : tg == 2 ? 14 : 16;
-    const int shift = 5 * static_cast<int>(scale) + 1 + granule;
+    const int shift = static_cast<int>(scale) + granule;  // <= 31 + 16
     if (shift + 5 >= 64) {  // covers everything
       if (tag) iotlb_.InvalidatePasid(vmid, *tag, types);
       else iotlb_.InvalidateDomain(vmid, types);

@@ -204,8 +204,8 @@ TEST_F(Smmuv3Test, IotlbCachesUntilTlbi) {
   ASSERT_TRUE(driver_->Submit({testing::CmdTlbiNhVa(0, 9, 0x10'0000)}).ok());
   EXPECT_EQ(*Read(0x10'0000), 1u);
   EXPECT_EQ(*Read(0x10'1000), 1u);  // still cached (old page 1)
-  // Range TLBI: TG 4 KiB, NUM 15, SCALE 0: 32 pages from 0x10'0000.
-  ASSERT_TRUE(driver_->Submit({testing::CmdTlbiNhVa(0, 9, 0x10'0000, 1, 15, 0)}).ok());
+  // Range TLBI: TG 4 KiB, NUM 15, SCALE 1: (15 + 1) * 2^1 = 32 pages from 0x10'0000.
+  ASSERT_TRUE(driver_->Submit({testing::CmdTlbiNhVa(0, 9, 0x10'0000, 1, 15, 1)}).ok());
   EXPECT_EQ(*Read(0x10'1000), 2u);
   EXPECT_EQ(*Read(0x10'0000 + 31 * kPage4K), 32u);
   EXPECT_EQ(*Read(0x10'0000 + 32 * kPage4K), 32u);  // page 32 still cached
@@ -214,6 +214,14 @@ TEST_F(Smmuv3Test, IotlbCachesUntilTlbi) {
   EXPECT_EQ(*Read(0x10'0000 + 32 * kPage4K), 32u);
   ASSERT_TRUE(driver_->Submit({testing::CmdTlbiNhAsid(0, 9)}).ok());
   EXPECT_EQ(*Read(0x10'0000 + 32 * kPage4K), 33u);
+  // An unaligned range (NUM 4, SCALE 0: pages 40-44) after remapping back.
+  for (int i = 0; i < 64; ++i) ASSERT_TRUE(Read(0x10'0000 + i * kPage4K).ok());
+  ASSERT_TRUE(t.Map(0x10'0000, kData, 64 * kPage4K, VmsaTableBuilder::Stage1Attrs(kRW)).ok());
+  ASSERT_TRUE(driver_->Submit({testing::CmdTlbiNhVa(0, 9, 0x10'0000 + 40 * kPage4K, 1, 4, 0)}).ok());
+  EXPECT_EQ(*Read(0x10'0000 + 39 * kPage4K), 40u);
+  EXPECT_EQ(*Read(0x10'0000 + 40 * kPage4K), 40u);
+  EXPECT_EQ(*Read(0x10'0000 + 44 * kPage4K), 44u);
+  EXPECT_EQ(*Read(0x10'0000 + 45 * kPage4K), 46u);
   EXPECT_GT(smmu_->stats().iotlb.hits, 0u);
 }
 
@@ -594,7 +602,7 @@ TEST_F(Smmuv3Test, ConcurrentTranslationAndInvalidation) {
   for (int round = 0; round < 200; ++round) {
     const uint64_t pa = kData + (round % 2 ? kPagesMapped * kPage4K : 0);
     ASSERT_TRUE(t.Map(0x100000, pa, kPagesMapped * kPage4K, VmsaTableBuilder::Stage1Attrs(kRW)).ok());
-    std::vector<Command> cmds = {testing::CmdTlbiNhVa(0, 7, 0x100000, 1, kPagesMapped / 2 - 1, 0)};
+    std::vector<Command> cmds = {testing::CmdTlbiNhVa(0, 7, 0x100000, 1, kPagesMapped - 1, 0)};
     if (round % 10 == 0) cmds.push_back(testing::CmdCfgiSte(kSid));
     ASSERT_TRUE(driver_->Submit(cmds).ok());
   }

@@ -48,7 +48,7 @@ Command CmdCfgiCd(uint32_t sid, uint32_t ssid);
 Command CmdCfgiCdAll(uint32_t sid);
 Command CmdTlbiNhAll(uint16_t vmid);
 Command CmdTlbiNhAsid(uint16_t vmid, uint16_t asid);
-// tg = 0: one address; else a range of (num + 1) << (5 * scale + 1) granules of 4 KiB (tg 1).
+// tg = 0: one address; else a range of (num + 1) << scale granules (tg 1: 4 KiB, 2: 16 KiB, 3: 64 KiB).
 Command CmdTlbiNhVa(uint16_t vmid, uint16_t asid, uint64_t va, uint32_t tg = 0, uint32_t num = 0, uint32_t scale = 0);
 Command CmdTlbiS12Vmall(uint16_t vmid);
 Command CmdTlbiS2Ipa(uint16_t vmid, uint64_t ipa);
