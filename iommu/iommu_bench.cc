@@ -12,7 +12,7 @@
 #include "absl/synchronization/mutex.h"
 
 #include "benchmark/benchmark.h"
-#include "iommu/testing/ratio_reporter.h"
+#include "iommu/testing/bench_support.h"
 #include "iommu/iotlb.h"
 #include "iommu/nested.h"
 #include "iommu/testing/table_builder.h"
@@ -77,14 +77,7 @@ Fixture& F() {
 // Page i of the working set in a scattered (but cheap to compute) order.
 uint64_t Iova(uint64_t i) { return kIovaBase + ((i * 2654435761u) % kPages) * kPage4K + 0x18; }
 
-void BM_GuestMemoryRead8(benchmark::State& state) {
-  PhysMemory& mem = *F().mem;
-  uint64_t i = 0;
-  for (auto _ : state) {
-    auto v = mem.ReadObj<uint64_t>(((i++ * 2654435761u) % kPages) * kPage4K + 0x18);
-    benchmark::DoNotOptimize(v);
-  }
-}
+void BM_GuestMemoryRead8(benchmark::State& state) { iommu_testing::GuestMemoryRead8(state, *F().mem, kPages); }
 BENCHMARK(BM_GuestMemoryRead8);
 
 void FillIotlb(Iotlb& tlb) {

@@ -5,8 +5,12 @@
 #pragma once
 
 #include <functional>
+#include <utility>
 #include <vector>
 
+#include "absl/base/internal/raw_logging.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "iommu/msi.h"
 
 namespace ionest {
@@ -15,6 +19,29 @@ struct Outbox {
   std::vector<MsiMessage> msis;
   std::vector<std::function<void()>> calls;
   bool empty() const { return msis.empty() && calls.empty(); }
+
+  // Runs the work: MSIs to `sink` (a failure is logged with `model`), then the calls. Call with no
+  // IOMMU lock held.
+  void Deliver(MsiSink& sink, const char* model) {
+    for (const MsiMessage& m : msis) {
+      absl::Status s = sink.SendMsi(m);
+      if (!s.ok()) ABSL_RAW_LOG(WARNING, "%s: interrupt delivery failed: %s", model, s.ToString().c_str());
+    }
+    msis.clear();
+    for (auto& call : calls) call();
+    calls.clear();
+  }
+
+  // Delivers what is collected with `mu` released, then retakes it (queue processing that must
+  // complete device callbacks before a wait/sync completes). The caller re-checks its state.
+  void DeliverUnlocked(absl::Mutex& mu, MsiSink& sink, const char* model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (empty()) return;
+    Outbox batch;
+    std::swap(batch, *this);
+    mu.Unlock();
+    batch.Deliver(sink, model);
+    mu.Lock();
+  }
 };
 
 }  // namespace ionest

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "absl/functional/function_ref.h"
+
 #include "iommu/walk_types.h"
 #include "vmm/guest_memory.h"
 
@@ -34,6 +36,23 @@ class DirectTableAccess final : public TableAccess {
  private:
   PhysMemory& memory_;
   WalkStage stage_;
+};
+
+// Tables at addresses that are first translated by `translate(addr, access)` (nested walks: a
+// stage-2 / second-stage walk of each first-stage table address). Reads need kDmaRead, updates
+// kDmaWrite; a translation fault is reported with stage kSecondForFirstTable, a translated
+// address outside `memory` as kTableAccess of that stage.
+class TranslatedTableAccess final : public TableAccess {
+ public:
+  TranslatedTableAccess(PhysMemory& memory, absl::FunctionRef<WalkResult(uint64_t addr, uint32_t access)> translate)
+      : memory_(memory), translate_(translate) {}
+  bool ReadEntry(uint64_t addr, int level, uint64_t input, uint64_t* value, WalkResult* fault) override;
+  CasOutcome UpdateEntry(uint64_t addr, int level, uint64_t input, uint64_t* expected, uint64_t desired,
+                         WalkResult* fault) override;
+
+ private:
+  PhysMemory& memory_;
+  absl::FunctionRef<WalkResult(uint64_t, uint32_t)> translate_;
 };
 
 }  // namespace ionest

@@ -175,6 +175,15 @@ bool HandleAccessFlag(TableAccess& io, const LeafWalk& w, bool hardware_af, bool
   return false;
 }
 
+// The translation of `input` by the leaf descriptor found (rights left to the caller).
+WalkResult LeafResult(const LeafWalk& w, const Geometry& g, uint64_t input) {
+  WalkResult r;
+  r.ok = true;
+  r.page_size = uint64_t{1} << g.Shift(w.level);
+  r.output = (w.desc & Mask(vmsa::kMaxAddressBits) & ~(r.page_size - 1)) | (input & (r.page_size - 1));
+  return r;
+}
+
 WalkResult Stage1Once(TableAccess& io, const VmsaStage1Config& c, uint64_t va, uint32_t access, bool* restart) {
   constexpr WalkStage kStage = WalkStage::kFirst;
   // TTBR selection by VA[55], then the top bits must all equal it (D8.2.2; TBI not supported).
@@ -197,11 +206,7 @@ WalkResult Stage1Once(TableAccess& io, const VmsaStage1Config& c, uint64_t va, u
   if ((access & kDmaRwx) & ~granted) return Fault(WalkFaultKind::kPermission, kStage, w.level, va, w.desc, w.desc_addr);
   WalkResult fault;
   if (!HandleAccessFlag(io, w, c.hardware_af, c.af_fault_disable, kStage, va, restart, &fault)) return fault;
-  const uint64_t page_size = uint64_t{1} << g.Shift(w.level);
-  WalkResult r;
-  r.ok = true;
-  r.page_size = page_size;
-  r.output = (w.desc & Mask(vmsa::kMaxAddressBits) & ~(page_size - 1)) | (va & (page_size - 1));
+  WalkResult r = LeafResult(w, g, va);
   r.user_perms = rights.user;
   r.supervisor_perms = rights.supervisor;
   r.perms = granted;
@@ -221,11 +226,7 @@ WalkResult Stage2Once(TableAccess& io, const VmsaStage2Config& c, uint64_t ipa, 
   if ((access & kDmaRwx) & ~rights) return Fault(WalkFaultKind::kPermission, kStage, w.level, ipa, w.desc, w.desc_addr);
   WalkResult fault;
   if (!HandleAccessFlag(io, w, c.hardware_af, c.af_fault_disable, kStage, ipa, restart, &fault)) return fault;
-  const uint64_t page_size = uint64_t{1} << g.Shift(w.level);
-  WalkResult r;
-  r.ok = true;
-  r.page_size = page_size;
-  r.output = (w.desc & Mask(vmsa::kMaxAddressBits) & ~(page_size - 1)) | (ipa & (page_size - 1));
+  WalkResult r = LeafResult(w, g, ipa);
   r.perms = r.user_perms = r.supervisor_perms = rights;
   return r;
 }
@@ -239,46 +240,6 @@ WalkResult Retry(TableAccess& io, const Config& c, uint64_t input, uint32_t acce
   }
   return Fault(WalkFaultKind::kTableAccess, stage, 0, input);  // the guest kept rewriting the leaf
 }
-
-// Stage-1 descriptor accesses translated by stage 2 (nested).
-class Stage2TableAccess final : public TableAccess {
- public:
-  Stage2TableAccess(PhysMemory& memory, const VmsaStage2Config& s2) : memory_(memory), s2_(s2) {}
-  bool ReadEntry(uint64_t ipa, int level, uint64_t input, uint64_t* value, WalkResult* fault) override {
-    WalkResult t = WalkVmsaStage2(memory_, s2_, ipa, kDmaRead);
-    if (!t.ok) {
-      *fault = t;
-      fault->fault.stage = WalkStage::kSecondForFirstTable;
-      return false;
-    }
-    absl::StatusOr<uint64_t> v = memory_.ReadObj<uint64_t>(t.output);
-    if (!v.ok()) {
-      *fault = MakeFault(WalkFaultKind::kTableAccess, WalkStage::kSecondForFirstTable, level, ipa, 0, t.output);
-      return false;
-    }
-    *value = *v;
-    return true;
-  }
-  CasOutcome UpdateEntry(uint64_t ipa, int level, uint64_t input, uint64_t* expected, uint64_t desired,
-                         WalkResult* fault) override {
-    WalkResult t = WalkVmsaStage2(memory_, s2_, ipa, kDmaWrite);
-    if (!t.ok) {
-      *fault = t;
-      fault->fault.stage = WalkStage::kSecondForFirstTable;
-      return CasOutcome::kFault;
-    }
-    absl::StatusOr<bool> swapped = memory_.CompareExchange64(t.output, expected, desired);
-    if (!swapped.ok()) {
-      *fault = MakeFault(WalkFaultKind::kTableAccess, WalkStage::kSecondForFirstTable, level, ipa, 0, t.output);
-      return CasOutcome::kFault;
-    }
-    return *swapped ? CasOutcome::kSwapped : CasOutcome::kChanged;
-  }
-
- private:
-  PhysMemory& memory_;
-  const VmsaStage2Config& s2_;
-};
 
 }  // namespace
 
@@ -327,19 +288,13 @@ WalkResult WalkVmsaStage2(PhysMemory& memory, const VmsaStage2Config& c, uint64_
 WalkResult WalkVmsaNested(PhysMemory& memory, const VmsaStage1Config& s1, const VmsaStage2Config& s2, uint64_t va,
                           uint32_t access) {
   if (!IsValidVmsaStage2(s2)) return Fault(WalkFaultKind::kInvalidConfig, WalkStage::kSecond, 0, va);
-  Stage2TableAccess tables(memory, s2);
+  auto translate = [&](uint64_t ipa, uint32_t table_access) { return WalkVmsaStage2(memory, s2, ipa, table_access); };
+  TranslatedTableAccess tables(memory, translate);
   WalkResult f = WalkVmsaStage1Via(tables, s1, va, access);
   if (!f.ok) return f;
   WalkResult s = WalkVmsaStage2(memory, s2, f.output, access & kDmaRwx);
   if (!s.ok) return s;  // stage kSecond, addr = the stage-1 output IPA
-  WalkResult r;
-  r.ok = true;
-  r.page_size = std::min(f.page_size, s.page_size);
-  r.output = s.output;
-  r.perms = f.perms & s.perms;
-  r.user_perms = f.user_perms & s.perms;
-  r.supervisor_perms = f.supervisor_perms & s.perms;
-  return r;
+  return CombineNestedStages(f, s);
 }
 
 }  // namespace ionest

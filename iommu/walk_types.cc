@@ -1,5 +1,7 @@
 #include "iommu/walk_types.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 
 namespace ionest {
@@ -37,6 +39,17 @@ WalkResult MakeFault(WalkFaultKind kind, WalkStage stage, int level, uint64_t ad
                      uint64_t entry_addr) {
   WalkResult r;
   r.fault = WalkFault{kind, stage, level, entry, entry_addr, addr};
+  return r;
+}
+
+WalkResult CombineNestedStages(const WalkResult& first, const WalkResult& second) {
+  WalkResult r;
+  r.ok = true;
+  r.page_size = std::min(first.page_size, second.page_size);
+  r.output = second.output;
+  r.perms = first.perms & second.perms;
+  r.user_perms = first.user_perms & second.perms;
+  r.supervisor_perms = first.supervisor_perms & second.perms;
   return r;
 }
 

@@ -75,6 +75,10 @@ std::string WalkFaultToString(const WalkFault& fault);
 WalkResult MakeFault(WalkFaultKind kind, WalkStage stage, int level, uint64_t addr, uint64_t entry = 0,
                      uint64_t entry_addr = 0);
 
+// A nested translation from its successful first-stage and second-stage (of the first stage's
+// output) results: the second stage's output, the smaller page, the intersection of the rights.
+WalkResult CombineNestedStages(const WalkResult& first, const WalkResult& second);
+
 // DmaFault for a failed walk. `reason` is the architecture's fault reason code (the VT-d layer
 // computes it from the WalkFault); `recorded` stays false (the caller records).
 DmaFaultKind ToDmaFaultKind(WalkFaultKind kind);

@@ -9,7 +9,7 @@
 #include "benchmark/benchmark.h"
 #include "iommu/smmuv3/smmuv3_iommu.h"
 #include "iommu/smmuv3/testing/smmuv3_driver.h"
-#include "iommu/testing/ratio_reporter.h"
+#include "iommu/testing/bench_support.h"
 #include "iommu/testing/vmsa_builder.h"
 
 namespace ionest::smmuv3 {
@@ -38,7 +38,7 @@ void Check(bool ok, const char* what) {
 struct Smmu {
   std::unique_ptr<PageAllocator> alloc, ipa_alloc;
   std::unique_ptr<OffsetPhysMemory> ipa;
-  testing::RecordingMsiSink msi;
+  iommu_testing::RecordingMsiSink msi;
   std::unique_ptr<Smmuv3Iommu> smmu;
   std::unique_ptr<testing::Smmuv3Driver> driver;
 
@@ -91,14 +91,7 @@ namespace {
 
 uint64_t Iova(uint64_t i) { return kIovaBase + ((i * 2654435761u) % kPages) * kPage4K + 0x18; }
 
-void BM_GuestMemoryRead8(benchmark::State& state) {
-  PhysMemory& mem = *F().mem;
-  uint64_t i = 0;
-  for (auto _ : state) {
-    auto v = mem.ReadObj<uint64_t>(((i++ * 2654435761u) % kPages) * kPage4K + 0x18);
-    benchmark::DoNotOptimize(v);
-  }
-}
+void BM_GuestMemoryRead8(benchmark::State& state) { iommu_testing::GuestMemoryRead8(state, *F().mem, kPages); }
 BENCHMARK(BM_GuestMemoryRead8);
 
 void Translate(benchmark::State& state, DmaSpace& space) {

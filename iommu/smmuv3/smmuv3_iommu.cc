@@ -5,7 +5,6 @@
 #include <cstring>
 #include <utility>
 
-#include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_format.h"
 
 namespace ionest::smmuv3 {
@@ -119,8 +118,7 @@ void Smmuv3Iommu::ResetLocked(Outbox& out) {
   // §6.3: every register resets to 0 except GBPA (ABORT IMPLEMENTATION DEFINED, SHCFG 0b01).
   cr0_ = cr1_ = cr2_ = irq_ctrl_ = gerror_ = gerrorn_ = 0;
   gbpa_ = (profile_.gbpa_abort_at_reset ? kGbpaAbort : 0) | (1u << 12);
-  gerror_irq_cfg0_ = evtq_irq_cfg0_ = priq_irq_cfg0_ = 0;
-  gerror_irq_cfg1_ = gerror_irq_cfg2_ = evtq_irq_cfg1_ = evtq_irq_cfg2_ = priq_irq_cfg1_ = priq_irq_cfg2_ = 0;
+  gerror_irq_ = evtq_irq_ = priq_irq_ = {};
   strtab_ = {};
   cmdq_ = evtq_ = priq_ = {};
   ste_cache_.clear();
@@ -141,24 +139,9 @@ Smmuv3Stats Smmuv3Iommu::stats() const {
 // ---------------------------------------------------------------------------------------------
 // Outbox delivery.
 
-void Smmuv3Iommu::Deliver(Outbox& out) {
-  for (const MsiMessage& m : out.msis) {
-    absl::Status s = msi_.SendMsi(m);
-    if (!s.ok()) ABSL_RAW_LOG(WARNING, "smmuv3: MSI delivery failed: %s", s.ToString().c_str());
-  }
-  out.msis.clear();
-  for (auto& call : out.calls) call();
-  out.calls.clear();
-}
+void Smmuv3Iommu::Deliver(Outbox& out) { out.Deliver(msi_, "smmuv3"); }
 
-void Smmuv3Iommu::DeliverUnlocked(Outbox& out) {
-  if (out.empty()) return;
-  Outbox batch;
-  std::swap(batch, out);
-  mu_.Unlock();
-  Deliver(batch);
-  mu_.Lock();
-}
+void Smmuv3Iommu::DeliverUnlocked(Outbox& out) { out.DeliverUnlocked(mu_, msi_, "smmuv3"); }
 
 void Smmuv3Iommu::SignalMsiLocked(uint64_t addr, uint32_t data, Outbox& out) {
   addr &= kMsiAddrMask;
@@ -176,7 +159,7 @@ void Smmuv3Iommu::RaiseGerrorLocked(uint32_t bits, Outbox& out) {
   const uint32_t inactive = ~(gerror_ ^ gerrorn_) & bits & kGerrorMask;
   if (inactive == 0) return;
   gerror_ ^= inactive;
-  if (irq_ctrl_ & kIrqCtrlGerror) SignalMsiLocked(gerror_irq_cfg0_, gerror_irq_cfg1_, out);
+  if (irq_ctrl_ & kIrqCtrlGerror) SignalMsiLocked(gerror_irq_, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -194,13 +177,13 @@ bool Smmuv3Iommu::Is64BitReg(uint64_t offset) const {
 
 uint64_t Smmuv3Iommu::ReadReg64Locked(uint64_t offset) {
   switch (offset) {
-    case kGerrorIrqCfg0: return gerror_irq_cfg0_;
+    case kGerrorIrqCfg0: return gerror_irq_.addr;
     case kStrtabBase: return strtab_.base;
     case kCmdqBase: return cmdq_.base;
     case kEvtqBase: return evtq_.base;
-    case kEvtqIrqCfg0: return evtq_irq_cfg0_;
+    case kEvtqIrqCfg0: return evtq_irq_.addr;
     case kPriqBase: return priq_.base;
-    case kPriqIrqCfg0: return priq_irq_cfg0_;
+    case kPriqIrqCfg0: return priq_irq_.addr;
     default: return 0;
   }
 }
@@ -246,19 +229,19 @@ uint32_t Smmuv3Iommu::ReadRegLocked(uint64_t offset) {
     case kIrqCtrl: case kIrqCtrlAck: return irq_ctrl_;
     case kGerror: return gerror_;
     case kGerrorn: return gerrorn_;
-    case kGerrorIrqCfg1: return gerror_irq_cfg1_;
-    case kGerrorIrqCfg2: return gerror_irq_cfg2_;
+    case kGerrorIrqCfg1: return gerror_irq_.data;
+    case kGerrorIrqCfg2: return gerror_irq_.attr;
     case kStrtabBaseCfg: return strtab_.cfg;
     case kCmdqProd: return cmdq_.prod;
     case kCmdqCons: return cmdq_.cons;
     case kEvtqProd: return evtq_.prod;
     case kEvtqCons: return evtq_.cons;
-    case kEvtqIrqCfg1: return evtq_irq_cfg1_;
-    case kEvtqIrqCfg2: return evtq_irq_cfg2_;
+    case kEvtqIrqCfg1: return evtq_irq_.data;
+    case kEvtqIrqCfg2: return evtq_irq_.attr;
     case kPriqProd: return priq_.prod;
     case kPriqCons: return priq_.cons;
-    case kPriqIrqCfg1: return priq_irq_cfg1_;
-    case kPriqIrqCfg2: return priq_irq_cfg2_;
+    case kPriqIrqCfg1: return priq_irq_.data;
+    case kPriqIrqCfg2: return priq_irq_.attr;
     default: return 0;  // IDR2, IDR4, STATUSR, AGBPA, reserved: RAZ
   }
 }
@@ -298,9 +281,9 @@ void Smmuv3Iommu::WriteRegLocked(uint64_t offset, uint64_t value, unsigned size,
       if (cmdq_was_active && !((gerror_ ^ gerrorn_) & kGerrorCmdqErr)) ProcessCommandsLocked(out);
       return;
     }
-    case kGerrorIrqCfg0: gerror_irq_cfg0_ = value & kMsiAddrMask; return;
-    case kGerrorIrqCfg1: gerror_irq_cfg1_ = v32; return;
-    case kGerrorIrqCfg2: gerror_irq_cfg2_ = v32 & 0x3F; return;
+    case kGerrorIrqCfg0: gerror_irq_.addr = value & kMsiAddrMask; return;
+    case kGerrorIrqCfg1: gerror_irq_.data = v32; return;
+    case kGerrorIrqCfg2: gerror_irq_.attr = v32 & 0x3F; return;
     // Table and queue bases are read-only while the SMMU / the queue is enabled (§6.3.24, §6.3.20).
     case kStrtabBase:
       if (!(cr0_ & kCr0SmmuEn)) strtab_.base = value & (kStrtabBaseAddr | kStrtabBaseRa);
@@ -326,9 +309,9 @@ void Smmuv3Iommu::WriteRegLocked(uint64_t offset, uint64_t value, unsigned size,
       if (!(cr0_ & kCr0EvtqEn)) evtq_.prod = v32 & (pointer_mask(evtq_, profile_.evtq_log2) | kQueueOverflow);
       return;
     case kEvtqCons: evtq_.cons = v32 & (pointer_mask(evtq_, profile_.evtq_log2) | kQueueOverflow); return;
-    case kEvtqIrqCfg0: evtq_irq_cfg0_ = value & kMsiAddrMask; return;
-    case kEvtqIrqCfg1: evtq_irq_cfg1_ = v32; return;
-    case kEvtqIrqCfg2: evtq_irq_cfg2_ = v32 & 0x3F; return;
+    case kEvtqIrqCfg0: evtq_irq_.addr = value & kMsiAddrMask; return;
+    case kEvtqIrqCfg1: evtq_irq_.data = v32; return;
+    case kEvtqIrqCfg2: evtq_irq_.attr = v32 & 0x3F; return;
     case kPriqBase:
       if (profile_.pri && !(cr0_ & kCr0PriqEn)) priq_.base = value & (kQueueBaseAddr | kQueueBaseRa | kQueueLog2Size);
       return;
@@ -339,9 +322,9 @@ void Smmuv3Iommu::WriteRegLocked(uint64_t offset, uint64_t value, unsigned size,
     case kPriqCons:
       if (profile_.pri) priq_.cons = v32 & (pointer_mask(priq_, profile_.priq_log2) | kQueueOverflow);
       return;
-    case kPriqIrqCfg0: if (profile_.pri) priq_irq_cfg0_ = value & kMsiAddrMask; return;
-    case kPriqIrqCfg1: if (profile_.pri) priq_irq_cfg1_ = v32; return;
-    case kPriqIrqCfg2: if (profile_.pri) priq_irq_cfg2_ = v32 & 0x3F; return;
+    case kPriqIrqCfg0: if (profile_.pri) priq_irq_.addr = value & kMsiAddrMask; return;
+    case kPriqIrqCfg1: if (profile_.pri) priq_irq_.data = v32; return;
+    case kPriqIrqCfg2: if (profile_.pri) priq_irq_.attr = v32 & 0x3F; return;
     default: return;  // read-only or reserved: WI
   }
 }
@@ -680,7 +663,7 @@ bool Smmuv3Iommu::RecordEventLocked(const Event& e, Outbox& out) {
   }
   evtq_.prod = ((prod + 1) & pointer) | (evtq_.prod & kQueueOverflow);
   ++stats_.events_written;
-  if (irq_ctrl_ & kIrqCtrlEvtq) SignalMsiLocked(evtq_irq_cfg0_, evtq_irq_cfg1_, out);
+  if (irq_ctrl_ & kIrqCtrlEvtq) SignalMsiLocked(evtq_irq_, out);
   return true;
 }
 
@@ -715,7 +698,7 @@ absl::Status Smmuv3Iommu::PageRequestFor(uint16_t sid, const PageRequest& req) {
                 .ok()) {
           priq_.prod = ((prod + 1) & pointer) | (priq_.prod & kQueueOverflow);
           queued = true;
-          if (irq_ctrl_ & kIrqCtrlPriq) SignalMsiLocked(priq_irq_cfg0_, priq_irq_cfg1_, out);
+          if (irq_ctrl_ & kIrqCtrlPriq) SignalMsiLocked(priq_irq_, out);
         } else {
           RaiseGerrorLocked(kGerrorPriqAbtErr, out);
         }

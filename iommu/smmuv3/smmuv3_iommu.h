@@ -110,6 +110,12 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
 
  private:
   class Space;
+  // *_IRQ_CFG0 (MSI address [51:2]), CFG1 (data), CFG2 (MemAttr, SH) (§6.3.18).
+  struct IrqConfig {
+    uint64_t addr = 0;
+    uint32_t data = 0;
+    uint32_t attr = 0;
+  };
   struct Queue {
     uint64_t base = 0;  // *_BASE as written
     uint32_t prod = 0;
@@ -170,6 +176,9 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
   // An MSI (§6.3.18 *_IRQ_CFG0/1, CMD_SYNC): a 32-bit write, to RAM when the address is RAM,
   // otherwise to the MsiSink (after the lock is dropped).
   void SignalMsiLocked(uint64_t addr, uint32_t data, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SignalMsiLocked(const IrqConfig& irq, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    SignalMsiLocked(irq.addr, irq.data, out);
+  }
 
   uint32_t ReadRegLocked(uint64_t offset) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriteRegLocked(uint64_t offset, uint64_t value, unsigned size, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -208,19 +217,13 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
   uint32_t irq_ctrl_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t gerror_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t gerrorn_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t gerror_irq_cfg0_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t gerror_irq_cfg1_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t gerror_irq_cfg2_ ABSL_GUARDED_BY(mu_) = 0;
+  IrqConfig gerror_irq_ ABSL_GUARDED_BY(mu_);
   StreamTable strtab_ ABSL_GUARDED_BY(mu_);
   Queue cmdq_ ABSL_GUARDED_BY(mu_);
   Queue evtq_ ABSL_GUARDED_BY(mu_);
   Queue priq_ ABSL_GUARDED_BY(mu_);
-  uint64_t evtq_irq_cfg0_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t evtq_irq_cfg1_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t evtq_irq_cfg2_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t priq_irq_cfg0_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t priq_irq_cfg1_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t priq_irq_cfg2_ ABSL_GUARDED_BY(mu_) = 0;
+  IrqConfig evtq_irq_ ABSL_GUARDED_BY(mu_);
+  IrqConfig priq_irq_ ABSL_GUARDED_BY(mu_);
   // Configuration caches (§16.2: invalidated by CFGI_*; faults are never cached).
   absl::flat_hash_map<uint32_t, SteConfig> ste_cache_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, CdConfig> cd_cache_ ABSL_GUARDED_BY(mu_);  // sid << 32 | ssid

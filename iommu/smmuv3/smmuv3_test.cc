@@ -16,11 +16,12 @@ namespace {
 
 using iommu_testing::OffsetPhysMemory;
 using iommu_testing::PageAllocator;
+using iommu_testing::RecordingDmaClient;
+using iommu_testing::RecordingMsiSink;
 using iommu_testing::VmsaTableBuilder;
 using testing::CdStage1;
 using testing::Command;
 using testing::EventRecord;
-using testing::RecordingMsiSink;
 using testing::Smmuv3Driver;
 
 constexpr uint64_t kRam = 256ull << 20;
@@ -32,16 +33,6 @@ constexpr uint16_t kSid = 0x0108;  // bus 1, device 1, function 0
 
 uint8_t Type(const EventRecord& e) { return static_cast<uint8_t>(e[0] & 0xFF); }
 uint32_t Sid(const EventRecord& e) { return static_cast<uint32_t>(e[0] >> 32); }
-
-class RecordingClient final : public DmaClient {
- public:
-  void OnPageResponse(const PageResponse& r) override { responses.push_back(r); }
-  void OnDeviceTlbInvalidate(std::optional<uint32_t> pasid, uint64_t addr, uint64_t size) override {
-    invalidations.push_back({addr, size});
-  }
-  std::vector<PageResponse> responses;
-  std::vector<std::pair<uint64_t, uint64_t>> invalidations;
-};
 
 class Smmuv3Test : public ::testing::Test {
  protected:
@@ -484,7 +475,7 @@ TEST_F(Smmuv3Test, PageRequestsAndResponses) {
   p.pri = true;
   p.ats = true;
   Build(p, {.priq_log2 = 1});  // 2 entries
-  RecordingClient client;
+  RecordingDmaClient client;
   Space().SetClient(&client);
   PageRequest req{0, 7, 0x4000'1000, kDmaWrite, true, 3};
   ASSERT_TRUE(Space().SendPageRequest(req).ok());
@@ -498,19 +489,21 @@ TEST_F(Smmuv3Test, PageRequestsAndResponses) {
   EXPECT_EQ(prs[0][1], 0x4000'1000u | 3);
   EXPECT_EQ(msi_.Take().size(), 1u);  // PRIQ interrupt
   ASSERT_TRUE(driver_->Submit({testing::CmdPriResp(kSid, 7, 3, kPriRespSucc)}).ok());
-  ASSERT_EQ(client.responses.size(), 1u);
-  EXPECT_EQ(client.responses[0].code, PageResponseCode::kSuccess);
-  EXPECT_EQ(client.responses[0].group_index, 3);
-  EXPECT_EQ(client.responses[0].pasid, 7u);
+  ASSERT_EQ(client.responses().size(), 1u);
+  EXPECT_EQ(client.responses()[0].code, PageResponseCode::kSuccess);
+  EXPECT_EQ(client.responses()[0].group_index, 3);
+  EXPECT_EQ(client.responses()[0].pasid, 7u);
   // Overflow: the third request while two are queued is answered automatically.
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(Space().SendPageRequest(req).ok());
-  EXPECT_EQ(client.responses.size(), 2u);
+  EXPECT_EQ(client.responses().size(), 2u);
   EXPECT_EQ(smmu_->stats().page_request_overflows, 1u);
   EXPECT_EQ(driver_->DrainPageRequests().size(), 2u);
   // ATC invalidation reaches the device before the SYNC completes.
   ASSERT_TRUE(driver_->Submit({testing::CmdAtcInv(kSid, std::nullopt, 0x12345000, 2)}).ok());
-  ASSERT_EQ(client.invalidations.size(), 1u);
-  EXPECT_EQ(client.invalidations[0], std::make_pair(uint64_t{0x12344000}, uint64_t{0x4000}));
+  ASSERT_EQ(client.invalidations().size(), 1u);
+  EXPECT_EQ(client.invalidations()[0].addr, 0x12344000u);
+  EXPECT_EQ(client.invalidations()[0].size, 0x4000u);
+  EXPECT_FALSE(client.invalidations()[0].pasid);
   Space().SetClient(nullptr);
   // Without PRI in the profile, page requests are refused.
   Build(Smmuv3Profile{});
@@ -526,7 +519,7 @@ TEST_F(Smmuv3Test, StalledFaultsWaitForResume) {
   Build(p);
   EXPECT_EQ(Field(driver_->idr0(), 25, 24), 0u);
   EXPECT_EQ(Field(driver_->Read32(kIdr5), 31, 16), 2u);
-  RecordingClient client;
+  RecordingDmaClient client;
   Space().SetClient(&client);
   VmsaTableBuilder t = *VmsaTableBuilder::CreateStage1(*mem_, *alloc_, 48);
   const uint64_t cd_table = *driver_->AllocCdTable(0);
@@ -549,14 +542,14 @@ TEST_F(Smmuv3Test, StalledFaultsWaitForResume) {
   ASSERT_TRUE(t.Map(0x3000, kData, kPage4K, VmsaTableBuilder::Stage1Attrs(kRW)).ok());
   const Command resume{kCmdResume | uint64_t{kResumeRetry} << 12 | uint64_t{kSid} << 32, stag};
   ASSERT_TRUE(driver_->Submit({resume}).ok());
-  ASSERT_EQ(client.responses.size(), 1u);
-  EXPECT_EQ(client.responses[0].group_index, stag);
-  EXPECT_EQ(client.responses[0].code, PageResponseCode::kSuccess);
+  ASSERT_EQ(client.responses().size(), 1u);
+  EXPECT_EQ(client.responses()[0].group_index, stag);
+  EXPECT_EQ(client.responses()[0].code, PageResponseCode::kSuccess);
   EXPECT_TRUE(Space().Write(0x3000, &v, 4).ok());
   EXPECT_EQ(Phys(kData), 0x42u);
   // A RESUME for no stalled transaction is ignored.
   ASSERT_TRUE(driver_->Submit({resume}).ok());
-  EXPECT_EQ(client.responses.size(), 1u);
+  EXPECT_EQ(client.responses().size(), 1u);
   // Two stalls fill STALL_MAX; the third fault terminates (no Stall bit); STALL_TERM ends both.
   EXPECT_EQ(ReadFaultKind(0x10000), DmaFaultKind::kStalled);
   EXPECT_EQ(ReadFaultKind(0x11000), DmaFaultKind::kStalled);
@@ -565,8 +558,8 @@ TEST_F(Smmuv3Test, StalledFaultsWaitForResume) {
   ASSERT_EQ(ev.size(), 3u);
   EXPECT_FALSE(ev[2][1] & kEvt1Stall);
   ASSERT_TRUE(driver_->Submit({Command{kCmdStallTerm | uint64_t{kSid} << 32, 0}}).ok());
-  ASSERT_EQ(client.responses.size(), 3u);
-  EXPECT_EQ(client.responses[2].code, PageResponseCode::kResponseFailure);
+  ASSERT_EQ(client.responses().size(), 3u);
+  EXPECT_EQ(client.responses()[2].code, PageResponseCode::kResponseFailure);
   // STE.S1STALLD overrides CD.S; disabling the SMMU terminates held transactions.
   testing::SteWords ste = testing::SteStage1(cd_table);
   ste.w[1] |= kSte1S1StallD;
@@ -575,7 +568,7 @@ TEST_F(Smmuv3Test, StalledFaultsWaitForResume) {
   ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteStage1(cd_table)).ok());
   EXPECT_EQ(ReadFaultKind(0x14000), DmaFaultKind::kStalled);
   driver_->Write32(kCr0, driver_->Read32(kCr0) & ~kCr0SmmuEn);
-  EXPECT_EQ(client.responses.size(), 4u);
+  EXPECT_EQ(client.responses().size(), 4u);
   Space().SetClient(nullptr);
 }
 

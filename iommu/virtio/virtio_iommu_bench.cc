@@ -13,7 +13,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "benchmark/benchmark.h"
-#include "iommu/testing/ratio_reporter.h"
+#include "iommu/testing/bench_support.h"
 #include "iommu/testing/table_builder.h"
 #include "iommu/virtio/testing/viommu_test_bench.h"
 #include "iommu/vtd/testing/vtd_test_env.h"

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_format.h"
 #include "iommu/vtd/events.h"
 #include "iommu/vtd/register_map.h"
@@ -129,25 +128,10 @@ VtdStats VtdIommu::stats() const {
   return s;
 }
 
-void VtdIommu::Deliver(Outbox& out) {
-  for (const MsiMessage& m : out.msis) {
-    // The IOMMU's own event interrupts are never remapped (§5.1.6): straight to the CPU.
-    absl::Status s = cpu_.SendMsi(m);
-    if (!s.ok()) ABSL_RAW_LOG(WARNING, "vtd: event interrupt delivery failed: %s", s.ToString().c_str());
-  }
-  out.msis.clear();
-  for (auto& call : out.calls) call();
-  out.calls.clear();
-}
+// The IOMMU's own event interrupts are never remapped (§5.1.6): straight to the CPU.
+void VtdIommu::Deliver(Outbox& out) { out.Deliver(cpu_, "vtd"); }
 
-void VtdIommu::DeliverUnlocked(Outbox& out) {
-  if (out.empty()) return;
-  Outbox batch;
-  std::swap(batch, out);
-  mu_.Unlock();
-  Deliver(batch);
-  mu_.Lock();
-}
+void VtdIommu::DeliverUnlocked(Outbox& out) { out.DeliverUnlocked(mu_, cpu_, "vtd"); }
 
 // ---------------------------------------------------------------------------------------------
 // Register window.

@@ -36,7 +36,7 @@ constexpr uint8_t kOpcodes[] = {s::kCmdPrefetchConfig, s::kCmdPrefetchAddr, s::k
 struct Env {
   std::unique_ptr<ionest::GuestMemory> mem;
   std::unique_ptr<PageAllocator> alloc;
-  RecordingMsiSink msi;
+  ionest::iommu_testing::RecordingMsiSink msi;
   std::unique_ptr<Smmuv3Iommu> smmu;
   std::unique_ptr<Smmuv3Driver> driver;
   uint64_t cd_table = 0;

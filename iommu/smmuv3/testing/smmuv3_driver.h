@@ -12,9 +12,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
-#include "iommu/msi.h"
 #include "iommu/smmuv3/smmuv3_iommu.h"
+#include "iommu/testing/recorders.h"
 #include "iommu/testing/table_builder.h"
 #include "iommu/testing/vmsa_builder.h"
 
@@ -22,24 +21,6 @@ namespace ionest::smmuv3::testing {
 
 using Command = std::array<uint64_t, 2>;
 using EventRecord = std::array<uint64_t, 4>;
-
-// Records every MSI (thread-safe).
-class RecordingMsiSink final : public MsiSink {
- public:
-  absl::Status SendMsi(const MsiMessage& msi) override {
-    absl::MutexLock l(&mu_);
-    msis_.push_back(msi);
-    return absl::OkStatus();
-  }
-  std::vector<MsiMessage> Take() {
-    absl::MutexLock l(&mu_);
-    return std::exchange(msis_, {});
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<MsiMessage> msis_ ABSL_GUARDED_BY(mu_);
-};
 
 // Command encoders (IHI0070 §4).
 Command CmdCfgiSte(uint32_t sid);

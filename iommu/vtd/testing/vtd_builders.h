@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "iommu/dma_space.h"
 #include "iommu/msi.h"
+#include "iommu/testing/recorders.h"
 #include "iommu/testing/table_builder.h"
 #include "iommu/vtd/descriptors.h"
 #include "iommu/vtd/vtd_iommu.h"
@@ -179,33 +180,8 @@ class VtdTestDriver {
 
 // ----- Recorders -----
 
-class RecordingMsiSink final : public MsiSink {
- public:
-  absl::Status SendMsi(const MsiMessage& msi) override;
-  std::vector<MsiMessage> Take();
-  size_t count() const;
-
- private:
-  mutable absl::Mutex mu_;
-  std::vector<MsiMessage> msis_ ABSL_GUARDED_BY(mu_);
-};
-
-class RecordingDmaClient final : public DmaClient {
- public:
-  struct AtcInvalidation {
-    std::optional<uint32_t> pasid;
-    uint64_t addr;
-    uint64_t size;
-  };
-  void OnPageResponse(const PageResponse& response) override;
-  void OnDeviceTlbInvalidate(std::optional<uint32_t> pasid, uint64_t addr, uint64_t size) override;
-  std::vector<PageResponse> responses() const;
-  std::vector<AtcInvalidation> invalidations() const;
-
- private:
-  mutable absl::Mutex mu_;
-  std::vector<PageResponse> responses_ ABSL_GUARDED_BY(mu_);
-  std::vector<AtcInvalidation> invalidations_ ABSL_GUARDED_BY(mu_);
-};
+// Model-neutral recorders (iommu/testing/recorders.h), under their VT-d test names.
+using iommu_testing::RecordingDmaClient;
+using iommu_testing::RecordingMsiSink;
 
 }  // namespace ionest::vtd::testing

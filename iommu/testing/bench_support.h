@@ -1,5 +1,6 @@
-// Google Benchmark console reporter that also prints every benchmark's CPU ns/op as a ratio to a
-// baseline benchmark of the same run (the IOMMU benchmarks' tables in docs/iommu-benchmarks.md).
+// Shared pieces of the IOMMU benchmarks (docs/iommu-benchmarks.md): the guest-memory read they are
+// compared with, and a console reporter that prints every benchmark's CPU ns/op as a ratio to a
+// baseline benchmark of the same run.
 #pragma once
 
 #include <unistd.h>
@@ -10,8 +11,18 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "vmm/guest_memory.h"
 
 namespace ionest::iommu_testing {
+
+// The baseline: an 8-byte PhysMemory read of a scattered page among `pages` 4 KiB pages from 0.
+inline void GuestMemoryRead8(benchmark::State& state, PhysMemory& mem, uint64_t pages) {
+  uint64_t i = 0;
+  for (auto _ : state) {
+    auto v = mem.ReadObj<uint64_t>(((i++ * 2654435761u) % pages) * 4096 + 0x18);
+    benchmark::DoNotOptimize(v);
+  }
+}
 
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
