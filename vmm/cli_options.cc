@@ -17,7 +17,8 @@ std::string CliUsage() {
   --memory SIZE            guest RAM, e.g. 512M (default), 2G
   --cpus N                 vCPUs, 1-8 (default 1)
   --disk PATH              raw disk image for virtio-blk
-  --iommu none|vtd|virtio  DMA remapping for devices (default none); virtio: a virtio-iommu at 00:1f.0
+  --iommu none|vtd|virtio|smmuv3  DMA remapping for devices (default none); vtd: x86 only; smmuv3:
+                           arm64 only (iommu/smmuv3); virtio: a virtio-iommu at 00:1f.0
                            described by an ACPI VIOT table
   --virtio-iommu boot-bypass=on|off   with --iommu=virtio: DMA before the guest's driver attaches a
                            device is untranslated (on, default) or blocked and reported (off)
@@ -88,8 +89,8 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
       } else if (name == "disk") {
         m.disk = *v;
       } else if (name == "iommu") {
-        if (*v != "none" && *v != "vtd" && *v != "virtio") {
-          return absl::InvalidArgumentError("--iommu must be none, vtd or virtio");
+        if (*v != "none" && *v != "vtd" && *v != "virtio" && *v != "smmuv3") {
+          return absl::InvalidArgumentError("--iommu must be none, vtd, virtio or smmuv3");
         }
         m.iommu = *v;
       } else if (name == "virtio-iommu") {

@@ -118,7 +118,8 @@ absl::Status Machine::SetupVm() {
     dma_ = viommu_.provider.get();
     device_msi_ = msi_sink_.get();  // virtio-iommu has no interrupt remapping
   } else {
-    return absl::InvalidArgumentError("--iommu must be none, vtd or virtio");
+    return absl::InvalidArgumentError(absl::StrCat("--iommu=", options_.iommu,
+                                                   " is not on x86: use none, vtd or virtio (smmuv3 is arm64's)"));
   }
   return absl::OkStatus();
 }

@@ -70,6 +70,9 @@ absl::StatusOr<std::vector<uint8_t>> BuildFdt(const FdtConfig& c) {
   if (c.ram_size == 0) return absl::InvalidArgumentError("the device tree needs a non-empty RAM range");
   if (c.with_pcie && !c.with_its) return absl::InvalidArgumentError("the PCIe host needs the ITS for its MSIs");
   if (c.virtio_iommu_devfn && !c.with_pcie) return absl::InvalidArgumentError("the virtio-iommu needs the PCIe host");
+  if (c.with_smmuv3 && (!c.with_pcie || c.virtio_iommu_devfn)) {
+    return absl::InvalidArgumentError("the SMMUv3 needs the PCIe host and excludes the virtio-iommu");
+  }
   const std::string uart_path = absl::StrFormat("/uart@%x", kUartBase);
 
   Writer w(64 * 1024);
@@ -157,6 +160,20 @@ absl::StatusOr<std::vector<uint8_t>> BuildFdt(const FdtConfig& c) {
   w.Cells("interrupts", {kGicFdtSpi, kUartSpi, kIrqTypeLevelHigh});
   w.End();
 
+  if (c.with_smmuv3) {
+    // Documentation/devicetree/bindings/iommu/arm,smmu-v3.yaml: no wired interrupts; Linux's
+    // arm-smmu-v3 then allocates its event queue, GERROR and PRI queue interrupts as platform MSIs
+    // of msi-parent (interrupt-controller/arm,gic-v3.yaml: #msi-cells = 1, the DeviceID).
+    w.Begin(absl::StrFormat("smmuv3@%x", kSmmuBase));
+    w.Str("compatible", "arm,smmu-v3");
+    w.Reg64({{kSmmuBase, kSmmuSize}});
+    w.U32("#iommu-cells", 1);
+    w.Empty("dma-coherent");
+    w.Cells("msi-parent", {kItsPhandle, kSmmuItsDeviceId});
+    w.U32("phandle", kSmmuPhandle);
+    w.End();
+  }
+
   if (c.with_pcie) {
     // Documentation/devicetree/bindings/pci/host-generic-pci.yaml + pci-bus-common.yaml; ranges cells
     // <phys.hi phys.mid phys.lo cpu(2) size(2)>, phys.hi space code 2 = 32-bit memory, 3 = 64-bit
@@ -178,6 +195,8 @@ absl::StatusOr<std::vector<uint8_t>> BuildFdt(const FdtConfig& c) {
                        0x43000000, hi(kPcieMmio64Base), lo(kPcieMmio64Base), hi(kPcieMmio64Base), lo(kPcieMmio64Base),
                        hi(kPcieMmio64Size), lo(kPcieMmio64Size)});
     w.Cells("msi-map", {0, kItsPhandle, 0, 0x10000});
+    // pci/pci-iommu.yaml: every RID -> StreamID = RID.
+    if (c.with_smmuv3) w.Cells("iommu-map", {0, kSmmuPhandle, 0, 0x10000});
     if (c.virtio_iommu_devfn) {
       // pci/pci-iommu.yaml: <rid-base iommu iommu-base length>. The virtio-iommu translates every bus-0
       // function but itself (its own queues are guest-physical), endpoint ID = RID.

@@ -15,6 +15,9 @@
 //   /uart@...         "ns16550a", byte registers, clock-frequency, SPI (8250.yaml)
 //   /pcie@...         "pci-host-ecam-generic" (host-generic-pci.yaml): ECAM, the 32- and 64-bit MMIO
 //                     windows, msi-map of every requester ID to the same ITS DeviceID (when with_pcie)
+//   /smmuv3@...       "arm,smmu-v3" (iommu/arm,smmu-v3.yaml): 128 KiB of registers, #iommu-cells = 1
+//                     (StreamID = RID), dma-coherent, msi-parent = <ITS DeviceID>: its interrupts are
+//                     MSIs; the PCIe host's iommu-map sends every requester to it (when with_smmuv3)
 //     /iommu@D,F      "virtio,pci-iommu", "pci1af4,1057" at the virtio-iommu's devfn, #iommu-cells = 1, and
 //                     the host's iommu-map: every bus-0 requester but that one -> endpoint ID = RID
 //                     (virtio/pci-iommu.yaml, pci/pci-iommu.yaml; when virtio_iommu_devfn is set)
@@ -32,6 +35,7 @@ namespace ionest::arm64 {
 inline constexpr uint32_t kGicPhandle = 1;
 inline constexpr uint32_t kItsPhandle = 2;
 inline constexpr uint32_t kVirtioIommuPhandle = 3;
+inline constexpr uint32_t kSmmuPhandle = 4;
 // Interrupt specifier cells of arm,gic-v3.yaml: <type number flags>, type 0 SPI / 1 PPI; flags 4 = level high.
 inline constexpr uint32_t kGicFdtSpi = 0;
 inline constexpr uint32_t kGicFdtPpi = 1;
@@ -47,6 +51,7 @@ struct FdtConfig {
   bool with_its = true;
   bool with_pcie = false;  // needs with_its (MSIs through the ITS)
   std::optional<uint8_t> virtio_iommu_devfn;  // --iommu=virtio: the virtio-iommu function (needs with_pcie)
+  bool with_smmuv3 = false;                   // --iommu=smmuv3 (needs with_pcie; not with virtio_iommu_devfn)
 };
 
 // The DTB (at most 2 MiB, booting.rst); errors only for configurations that cannot be described.

@@ -199,6 +199,33 @@ TEST(Arm64FdtTest, VirtioIommuNodeAndIommuMapExcludeItsOwnFunction) {
   EXPECT_FALSE(BuildFdt(c).ok());
 }
 
+TEST(Arm64FdtTest, SmmuV3NodeWithMsiParentAndIommuMap) {
+  FdtConfig c = TwoCpus();
+  c.with_pcie = true;
+  EXPECT_LT(Fdt(*BuildFdt(c)).Node("/smmuv3@9050000"), 0);  // off by default
+  c.with_smmuv3 = true;
+  Fdt f(*BuildFdt(c));
+  const std::string smmu = "/smmuv3@9050000", pcie = "/pcie@3f000000";
+  ASSERT_GE(f.Node(smmu), 0);
+  EXPECT_EQ(f.Str(smmu, "compatible"), "arm,smmu-v3");
+  EXPECT_EQ(f.Cells(smmu, "reg"), Reg(kSmmuBase, kSmmuSize));
+  EXPECT_EQ(f.Cells(smmu, "#iommu-cells"), std::vector<uint32_t>{1});
+  EXPECT_TRUE(f.Has(smmu, "dma-coherent"));
+  EXPECT_FALSE(f.Has(smmu, "interrupts"));
+  EXPECT_EQ(f.Cells(smmu, "msi-parent"), (std::vector<uint32_t>{kItsPhandle, kSmmuItsDeviceId}));
+  EXPECT_EQ(fdt_node_offset_by_phandle(f.fdt(), kItsPhandle), f.Node("/intc@8000000/its@8080000"));
+  EXPECT_EQ(f.Cells(pcie, "iommu-map"), (std::vector<uint32_t>{0, kSmmuPhandle, 0, 0x10000}));
+  EXPECT_EQ(fdt_node_offset_by_phandle(f.fdt(), kSmmuPhandle), f.Node(smmu));
+  // The register window is clear of the UART and below the PCIe windows.
+  EXPECT_GE(kSmmuBase, kUartBase + kUartSize);
+  EXPECT_LE(kSmmuBase + kSmmuSize, kPcieMmio32Base);
+  c.virtio_iommu_devfn = 0x1f << 3;
+  EXPECT_FALSE(BuildFdt(c).ok());
+  c.virtio_iommu_devfn.reset();
+  c.with_pcie = false;
+  EXPECT_FALSE(BuildFdt(c).ok());
+}
+
 TEST(Arm64FdtTest, RejectsCpuCountsItCannotDescribe) {
   FdtConfig c = TwoCpus();
   c.cpus = 0;

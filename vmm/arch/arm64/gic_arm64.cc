@@ -89,4 +89,12 @@ absl::Status ItsMsiSink::SendMsi(const MsiMessage& msi) {
   return vm_.SignalMsiWithDevid(msi.address, msi.data, msi.requester_id).status();
 }
 
+absl::Status TranslatedMsiSink::SendMsi(const MsiMessage& msi) {
+  const std::optional<uint64_t> out = translate_(msi.requester_id, msi.address);
+  if (!out) return absl::OkStatus();  // faulted: the SMMU recorded the event
+  MsiMessage translated = msi;
+  translated.address = *out;
+  return its_.SendMsi(translated);
+}
+
 }  // namespace ionest::arm64

@@ -9,6 +9,9 @@
 // Thread safety: Create/Finalize on the main thread; SpiLine::SetLevel from any thread.
 #pragma once
 
+#include <functional>
+#include <optional>
+
 #include <cstdint>
 #include <memory>
 
@@ -56,6 +59,22 @@ class ItsMsiSink final : public MsiSink {
 
  private:
   KvmVm& vm_;
+};
+
+// MSIs of PCI functions behind the SMMUv3 are memory writes like their DMA, so they are translated
+// (IHI0070 §3.18: MSI writes are subject to translation): Linux maps the ITS doorbell at an IOVA of
+// its IOMMU_RESV_SW_MSI window and programs that IOVA into MSI-X. `translate` gives the output
+// address of a 4-byte write by `rid` at `iova`, or nothing when the SMMU faulted it (it recorded the
+// event; the write is dropped). Called on the device's thread; the SMMU's own MSIs do not come here.
+class TranslatedMsiSink final : public MsiSink {
+ public:
+  using Translate = std::function<std::optional<uint64_t>(uint16_t rid, uint64_t iova)>;
+  TranslatedMsiSink(MsiSink& its, Translate translate) : its_(its), translate_(std::move(translate)) {}
+  absl::Status SendMsi(const MsiMessage& msi) override;
+
+ private:
+  MsiSink& its_;
+  Translate translate_;
 };
 
 }  // namespace ionest::arm64

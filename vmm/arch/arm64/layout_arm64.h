@@ -6,6 +6,7 @@
 //   0x0808_0000  GICv3 ITS, 128 KiB               (KVM_VGIC_V3_ITS_SIZE)
 //   0x080A_0000  GICv3 redistributors, 128 KiB per vCPU (KVM_VGIC_V3_REDIST_SIZE; 8 vCPUs: 1 MiB)
 //   0x0900_0000  16550 UART (ns16550a, byte registers), SPI 1
+//   0x0905_0000  SMMUv3 (--iommu=smmuv3), 128 KiB: register pages 0 and 1 (IHI0070 §6.1)
 //   0x1000_0000  PCIe 32-bit MMIO window (BARs), up to the ECAM
 //   0x3F00_0000  PCIe ECAM, 16 MiB: buses 0-15 (PCIe 6.0 §7.2.2)
 //   0x4000_0000  RAM (--memory), kernel at its start, initrd and DTB at its end
@@ -27,6 +28,12 @@ inline constexpr uint64_t kUartBase = 0x09000000;
 inline constexpr uint64_t kUartSize = 0x1000;  // DT reg size; the 8 byte registers at its start
 inline constexpr uint32_t kUartSpi = 1;         // GIC INTID 32 + 1
 inline constexpr uint32_t kUartClockHz = 1843200;
+inline constexpr uint64_t kSmmuBase = 0x09050000;
+inline constexpr uint64_t kSmmuSize = 0x20000;
+// The SMMU's own MSIs (event queue, GERROR, PRI queue, CMD_SYNC) reach the ITS with this DeviceID
+// (the DT's msi-parent specifier), above every PCI requester ID of the 16 ECAM buses (< 0x1000) and
+// within KVM's 16-bit vITS DeviceIDs.
+inline constexpr uint16_t kSmmuItsDeviceId = 0x8000;
 inline constexpr uint64_t kPcieMmio32Base = 0x10000000;
 inline constexpr uint64_t kPcieMmio32Size = 0x2F000000;
 inline constexpr uint64_t kPcieEcamBase = 0x3F000000;

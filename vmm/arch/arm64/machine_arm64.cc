@@ -1,5 +1,8 @@
 #include "vmm/arch/arm64/machine_arm64.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include <pthread.h>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +17,25 @@
 
 namespace ionest {
 namespace {
+
+// The SMMUv3's register window on the MMIO bus (little-endian, IHI0070 §6.2: 32- and 64-bit accesses).
+class SmmuMmio final : public IoDevice {
+ public:
+  explicit SmmuMmio(smmuv3::Smmuv3Iommu& smmu) : smmu_(smmu) {}
+  void IoRead(uint64_t offset, uint8_t* data, size_t size) override {
+    const uint64_t v = size <= 8 ? smmu_.MmioRead(offset, static_cast<unsigned>(size)) : 0;
+    std::memcpy(data, &v, std::min<size_t>(size, 8));
+  }
+  void IoWrite(uint64_t offset, const uint8_t* data, size_t size) override {
+    if (size > 8) return;
+    uint64_t v = 0;
+    std::memcpy(&v, data, size);
+    smmu_.MmioWrite(offset, v, static_cast<unsigned>(size));
+  }
+
+ private:
+  smmuv3::Smmuv3Iommu& smmu_;
+};
 
 constexpr size_t kMaxKernelFile = 512ull << 20;
 constexpr size_t kMaxInitrdFile = 1ull << 30;
@@ -59,8 +81,8 @@ absl::Status Machine::CheckOptions() const {
   if (options_.iommu == "vtd") {
     return absl::InvalidArgumentError("--iommu=vtd is x86 only; on arm64 use --iommu=virtio or none (docs/arm64.md)");
   }
-  if (options_.iommu != "none" && options_.iommu != "virtio") {
-    return absl::InvalidArgumentError("--iommu must be none or virtio on arm64");
+  if (options_.iommu != "none" && options_.iommu != "virtio" && options_.iommu != "smmuv3") {
+    return absl::InvalidArgumentError("--iommu must be none, virtio or smmuv3 on arm64");
   }
   return absl::OkStatus();
 }
@@ -126,11 +148,31 @@ absl::Status Machine::SetupPci() {
     if (!viommu.ok()) return viommu.status();
     viommu_ = std::move(*viommu);
     dma_ = viommu_.provider.get();
+  } else if (options_.iommu == "smmuv3") {
+    smmuv3::Smmuv3Profile profile;
+    profile.msi_requester_id = arm64::kSmmuItsDeviceId;  // the DT's msi-parent DeviceID
+    if (absl::Status s = smmuv3::Smmuv3Iommu::Validate(profile); !s.ok()) return Annotate(s, "--iommu=smmuv3");
+    smmu_ = std::make_unique<smmuv3::Smmuv3Iommu>(*memory_, *msi_, profile);
+    smmu_mmio_ = std::make_unique<SmmuMmio>(*smmu_);
+    if (absl::Status s = mmio_.Register(arm64::kSmmuBase, smmuv3::Smmuv3Iommu::mmio_size(), smmu_mmio_.get(), "smmuv3");
+        !s.ok()) {
+      return s;
+    }
+    smmuv3::Smmuv3Iommu* smmu = smmu_.get();
+    smmu_msi_ = std::make_unique<arm64::TranslatedMsiSink>(
+        *msi_, [smmu](uint16_t rid, uint64_t iova) -> std::optional<uint64_t> {
+          // The same translation as the function's DMA writes (a fault is recorded as an event).
+          const Translation t = smmu->ForRequester(rid).Translate(iova, 4, kDmaWrite, DmaAttrs{});
+          if (t.fault || t.regions.empty() || t.regions[0].len < 4) return std::nullopt;
+          return t.regions[0].gpa;
+        });
+    dma_ = smmu_.get();
   } else {
     bypass_ = std::make_unique<BypassDmaProvider>(*memory_);
     dma_ = bypass_.get();
   }
-  pci_ = std::make_unique<PciHost>(mmio_, pio_, *msi_, *dma_);
+  MsiSink& device_msi = smmu_msi_ ? static_cast<MsiSink&>(*smmu_msi_) : *msi_;
+  pci_ = std::make_unique<PciHost>(mmio_, pio_, device_msi, *dma_);
   if (absl::Status s = pci_->Register(arm64::kPcieEcamBase, arm64::kPcieEcamSize); !s.ok()) {
     return Annotate(s, "PCI host");
   }
@@ -188,12 +230,13 @@ absl::Status Machine::LoadGuest() {
   fc.with_its = gic_->has_its();
   fc.with_pcie = gic_->has_its();
   if (viommu_.device) fc.virtio_iommu_devfn = kVirtioIommuDevfn;
+  fc.with_smmuv3 = smmu_ != nullptr;
   auto dtb = arm64::BuildFdt(fc);
   if (!dtb.ok()) return Annotate(dtb.status(), "building the device tree");
   if (absl::Status s = memory_->Write(plan->dtb_addr, dtb->data(), dtb->size()); !s.ok()) return s;
   platform_tables_ = absl::StrFormat("device tree %u bytes (GICv3%s, PSCI, arch timer, 16550%s%s)", dtb->size(),
                                      gic_->has_its() ? "+ITS" : "", fc.with_pcie ? ", PCIe ECAM" : "",
-                                     fc.virtio_iommu_devfn ? ", virtio-iommu" : "");
+                                     fc.virtio_iommu_devfn ? ", virtio-iommu" : fc.with_smmuv3 ? ", SMMUv3" : "");
   kernel_entry_ = plan->kernel_addr;
   dtb_addr_ = plan->dtb_addr;
   return absl::OkStatus();

@@ -28,6 +28,7 @@
 #include "devices/virtio_blk.h"
 #include "devices/virtio_pci.h"
 #include "iommu/dma_space.h"
+#include "iommu/smmuv3/smmuv3_iommu.h"
 #include "vmm/arch/arm64/gic_arm64.h"
 #include "vmm/boot_timing.h"
 #include "vmm/console.h"
@@ -85,6 +86,9 @@ class Machine {
   std::unique_ptr<arm64::ItsMsiSink> msi_;
   std::unique_ptr<BypassDmaProvider> bypass_;  // --iommu=none: DMA straight to RAM
   VirtioIommuFunction viommu_;                 // --iommu=virtio: device, requesters' spaces, PCI transport
+  std::unique_ptr<smmuv3::Smmuv3Iommu> smmu_;   // --iommu=smmuv3: the SMMU, its MMIO and DmaSpaceProvider
+  std::unique_ptr<IoDevice> smmu_mmio_;                 // its register window on mmio_
+  std::unique_ptr<arm64::TranslatedMsiSink> smmu_msi_;  // PCI MSIs through the SMMU to the ITS
   DmaSpaceProvider* dma_ = nullptr;            // one of the two: what PciHost hands each requester
   std::unique_ptr<PciHost> pci_;
   std::unique_ptr<VirtioBlk> blk_;
