@@ -36,6 +36,10 @@ class Smmuv3Iommu::Space final : public DmaSpace {
     return smmu_.TranslateFor(sid_, iova, len, access, attrs);
   }
   absl::Status SendPageRequest(const PageRequest& request) override { return smmu_.PageRequestFor(sid_, request); }
+  AtsTranslation AtsTranslate(uint64_t iova, uint32_t access, const DmaAttrs& attrs) override {
+    return smmu_.AtsTranslateFor(sid_, iova, access, attrs);
+  }
+  bool AllowTranslatedRequest() override { return smmu_.AllowTranslatedFor(sid_); }
 
  private:
   Smmuv3Iommu& smmu_;
@@ -716,6 +720,57 @@ absl::Status Smmuv3Iommu::PageRequestFor(uint16_t sid, const PageRequest& req) {
   }
   Deliver(out);
   return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// ATS (§3.9).
+
+AtsTranslation Smmuv3Iommu::AtsTranslateFor(uint16_t sid, uint64_t iova, uint32_t access, const DmaAttrs& attrs) {
+  AtsTranslation a;  // success = false: Unsupported Request
+  if (!profile_.ats) return a;
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    if (!(cr0_ & kCr0SmmuEn)) return a;
+    Resolution res = ResolveLocked(sid, attrs.pasid, iova, access);
+    auto ste = ste_cache_.find(sid);
+    if (!res.context || ste == ste_cache_.end()) {
+      if (res.event) RecordEventLocked(*res.event, out);  // configuration errors are recorded
+    } else if (ste->second.eats != 1 && res.context->kind != Context::kAbort) {
+      // ATS not enabled for the stream (EATS=0; split-stage EATS=0b10 is not modelled).
+      Event ev;
+      ev.type = kEvtBadAtsTreq;
+      ev.sid = sid;
+      ev.ssid = attrs.pasid;
+      ev.access = access;
+      ev.input = iova;
+      RecordEventLocked(ev, out);
+    } else if (res.context->kind == Context::kBypass) {
+      const uint64_t page = iova & ~(kPage4K - 1);
+      a = {true, page, page, kPage4K, kAllAccess};
+    } else if (res.context->kind == Context::kTranslate) {
+      WalkResult w = Walk(*res.context, iova, access);
+      if (w.ok) {
+        const uint64_t size = CacheablePageSize(w.page_size);
+        a = {true, iova & ~(size - 1), w.output & ~(size - 1), size, w.perms};
+      } else {
+        a = {true, iova & ~(kPage4K - 1), 0, kPage4K, 0};  // translation fault: R=W=0, not recorded
+      }
+    }
+  }
+  Deliver(out);
+  return a;
+}
+
+bool Smmuv3Iommu::AllowTranslatedFor(uint16_t sid) {
+  if (!profile_.ats) return false;
+  absl::MutexLock l(&mu_);
+  if (!(cr0_ & kCr0SmmuEn)) return !(gbpa_ & kGbpaAbort);
+  if (!(cr0_ & kCr0AtsChk)) return true;
+  if (auto it = ste_cache_.find(sid); it != ste_cache_.end())
+    return it->second.config != kSteCfgAbort && it->second.eats == 1;
+  Fetched<SteConfig> f = FetchSte(memory_, caps_, strtab_, sid);
+  return f.ok() && f.config->config != kSteCfgAbort && f.config->eats == 1;
 }
 
 // ---------------------------------------------------------------------------------------------

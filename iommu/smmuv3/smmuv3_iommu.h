@@ -44,7 +44,7 @@ struct Smmuv3Profile {
   int cmdq_log2 = 10;                  // IDR1.CMDQS, 0..19
   int evtq_log2 = 8;                   // IDR1.EVENTQS, 0..19
   int priq_log2 = 8;                   // IDR1.PRIQS, 0..19
-  bool ats = false;                    // IDR0.ATS (ATC_INV forwarded to the DmaClient)
+  bool ats = false;                    // IDR0.ATS: ATS translation requests, ATC_INV to the DmaClient
   bool pri = false;                    // IDR0.PRI (page requests into the PRI queue)
   bool stall = false;                  // IDR0.STALL_MODEL 00: CD.S / STE.S2S stall faulting transactions
   uint16_t max_stalls = 64;            // IDR5.STALL_MAX: stalled transactions held at once
@@ -156,6 +156,11 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
   Translation TranslateFor(uint16_t sid, uint64_t iova, uint64_t len, uint32_t access, const DmaAttrs& attrs)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status PageRequestFor(uint16_t sid, const PageRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
+  // ATS translation request (§3.9): STE.EATS=1 streams only; faults answer R=W=0 without an event.
+  AtsTranslation AtsTranslateFor(uint16_t sid, uint64_t iova, uint32_t access, const DmaAttrs& attrs)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Translated transactions (AT=10b): pass unless CR0.ATSCHK and the STE does not allow ATS (§6.3.9).
+  bool AllowTranslatedFor(uint16_t sid) ABSL_LOCKS_EXCLUDED(mu_);
   // Hit path: the resolved configuration of (sid, ssid), or null if it must be resolved again.
   const Context* CachedContextLocked(uint32_t sid, std::optional<uint32_t> ssid) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

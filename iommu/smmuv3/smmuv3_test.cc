@@ -605,6 +605,54 @@ TEST_F(Smmuv3Test, ConcurrentTranslationAndInvalidation) {
   EXPECT_TRUE(driver_->DrainEvents().empty());
 }
 
+// ATS (§3.9): translation requests for EATS=1 streams, R=W=0 on a fault, F_BAD_ATS_TREQ without
+// EATS; translated transactions checked only with CR0.ATSCHK.
+TEST_F(Smmuv3Test, AtsTranslationRequests) {
+  Smmuv3Profile p;
+  p.ats = true;
+  Build(p);
+  VmsaTableBuilder t = *VmsaTableBuilder::CreateStage1(*mem_, *alloc_, 48);
+  ASSERT_TRUE(t.Map(0x20'0000, kData, kPage2M, VmsaTableBuilder::Stage1Attrs(kDmaRead), kPage2M).ok());
+  const uint64_t cd_table = *driver_->AllocCdTable(0);
+  ASSERT_TRUE(driver_->WriteCd(cd_table, 0, kS1FmtLinear, 0, CdStage1(t.root(), 1)).ok());
+  testing::SteWords ste = testing::SteStage1(cd_table);
+  ste.w[1] |= uint64_t{1} << 28;  // EATS = 1
+  ASSERT_TRUE(driver_->WriteSte(kSid, ste).ok());
+  AtsTranslation a = Space().AtsTranslate(0x20'1234, kDmaRead, {});
+  EXPECT_TRUE(a.success);
+  EXPECT_EQ(a.iova, 0x20'0000u);
+  EXPECT_EQ(a.gpa, kData);
+  EXPECT_EQ(a.size, kPage2M);
+  EXPECT_EQ(a.perms & kDmaRwx, kDmaRead);
+  a = Space().AtsTranslate(0x80'0000, kDmaRead, {});  // unmapped: R=W=0, no event
+  EXPECT_TRUE(a.success);
+  EXPECT_EQ(a.perms, 0u);
+  EXPECT_TRUE(driver_->DrainEvents().empty());
+  EXPECT_TRUE(Space().AllowTranslatedRequest());  // ATSCHK = 0
+  driver_->Write32(kCr0, driver_->Read32(kCr0) | kCr0AtsChk);
+  EXPECT_TRUE(Space().AllowTranslatedRequest());
+  ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteStage1(cd_table)).ok());  // EATS = 0
+  EXPECT_FALSE(Space().AllowTranslatedRequest());
+  EXPECT_FALSE(Space().AtsTranslate(0x20'1234, kDmaRead, {}).success);
+  std::vector<EventRecord> ev = driver_->DrainEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(Type(ev[0]), kEvtBadAtsTreq);
+  Build(Smmuv3Profile{});  // no ATS in the profile: unsupported
+  EXPECT_FALSE(Space().AtsTranslate(0x20'1234, kDmaRead, {}).success);
+  EXPECT_FALSE(Space().AllowTranslatedRequest());
+}
+
+// Event queue base outside RAM: the record is lost and GERROR.EVTQ_ABT_ERR raised (§7.2).
+TEST_F(Smmuv3Test, EventQueueWriteAbort) {
+  driver_->Write32(kCr0, kCr0SmmuEn | kCr0CmdqEn);
+  driver_->Write64(kEvtqBase, 0x7000'0000 | 4);
+  driver_->Write32(kCr0, kCr0SmmuEn | kCr0CmdqEn | kCr0EvtqEn);
+  EXPECT_FALSE(Write(0x1000, 1, {}, 0x0200).ok());
+  EXPECT_TRUE((driver_->Read32(kGerror) ^ driver_->Read32(kGerrorn)) & kGerrorEvtqAbtErr);
+  EXPECT_EQ(msi_.Take().size(), 1u);  // the GERROR interrupt
+  EXPECT_EQ(smmu_->stats().events_lost, 1u);
+}
+
 // Hostile guest: random STE/CD/table words, queue pointers and commands never crash or hang, and
 // the work per doorbell is bounded.
 TEST_F(Smmuv3Test, HostileInputsAreContained) {
