@@ -1,8 +1,8 @@
 // Fuzzes the SMMUv3 model as a hostile guest drives it: register writes and reads (both pages),
-// stream table entries, context descriptors, page-table and queue memory, commands, DMA with and
-// without SubstreamIDs, page requests and resets, starting from the state a Linux-like driver
-// leaves (queues enabled, stage-1, stage-2 and nested streams). Nothing may crash, hang or grow
-// without bound.
+// stream table entries, context descriptors, page-table and queue memory, commands, DMA and ATS
+// requests with and without SubstreamIDs, page requests and resets, starting from the state a
+// Linux-like driver leaves (queues enabled, stage-1, stage-2 and nested streams). Nothing may
+// crash, hang or grow without bound.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cstdint>
@@ -120,8 +120,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         uint8_t buf[256];
         const size_t len = in.ConsumeIntegralInRange<size_t>(1, sizeof(buf));
         ionest::DmaSpace& space = smmu.ForRequester(sid);
-        if (in.ConsumeBool()) (void)space.Write(iova, buf, len, attrs);
-        else (void)space.Read(iova, buf, len, attrs);
+        switch (in.ConsumeIntegralInRange<int>(0, 3)) {
+          case 0: (void)space.Write(iova, buf, len, attrs); break;
+          case 1: (void)space.Read(iova, buf, len, attrs); break;
+          case 2: (void)space.AtsTranslate(iova, in.ConsumeIntegral<uint8_t>() & 0xF, attrs); break;
+          default: (void)space.AllowTranslatedRequest(); break;
+        }
         break;
       }
       case 5: {  // commands: plausible opcodes with random operands
