@@ -175,6 +175,7 @@ arm64-kernel: arm64-setup
 # The arm64 suites' initramfs images (arm64 busybox, the arm64 kselftests): $(INITRD_DIR)/arm64/<suite>.cpio.
 arm64-initramfs: arm64-kernel
 	ARCH=arm64 guest-tests/kselftests/build-kselftests.sh
+	ARCH=arm64 guest-tests/pcitest/build-pcitest.sh
 	mkdir -p $(INITRD_DIR)/arm64
 	for s in $(ARM64_SUITES); do \
 	  BUSYBOX=$(ARM64_BUSYBOX) guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/arm64/$$s.cpio \

@@ -45,6 +45,7 @@ producer() {
     guest-modules/*) echo "guest-tests/modules/build-modules.sh" ;;
     guest-ksft/*) echo "guest-tests/kselftests/build-kselftests.sh" ;;
     arm64/guest-ksft/*) echo "ARCH=arm64 guest-tests/kselftests/build-kselftests.sh" ;;
+    arm64/guest-bin/*) echo "ARCH=arm64 guest-tests/pcitest/build-pcitest.sh" ;;
     arm64/*) echo "make arm64-kernel" ;;
     guest-passthrough/*) echo "make build, then guest-tests/passthrough/bundle-testbed.sh build" ;;
     kernel/*) echo "guest-tests/build-kernel.sh" ;;

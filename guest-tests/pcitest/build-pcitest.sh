@@ -5,15 +5,21 @@
 # from the cached guest kernel tree (KSRC in $IONEST_CACHE/kernel/current/tree.env, written by
 # guest-tests/build-kernel.sh) and its uAPI headers ($IONEST_CACHE/headers/include).
 # Idempotent: a no-op when the outputs are newer than their sources and this script.
+# ARCH=arm64: cross-built (aarch64-linux-gnu-gcc) from the arm64 kernel's tree and headers
+# (guest-tests/arm64/build-kernel.sh) into $IONEST_CACHE/arm64/guest-bin/ for the arm64 suites.
 set -euo pipefail
 cache="${IONEST_CACHE:-$HOME/.cache/ionest}"
+cc=gcc libc_a=/usr/lib/x86_64-linux-gnu/libc.a
+if [[ "${ARCH:-x86}" == arm64 ]]; then
+  cache="$cache/arm64" cc=aarch64-linux-gnu-gcc libc_a=/usr/aarch64-linux-gnu/lib/libc.a
+fi
 out="$cache/guest-bin"
 hdrs="$cache/headers/include"
 die() { echo "build-pcitest: ERROR: $*" >&2; exit 1; }
 
 ksrc=""
 if [[ -r "$cache/kernel/current/tree.env" ]]; then
-  ksrc="$(sed -n 's/^KSRC=//p' "$cache/kernel/current/tree.env")"
+  ksrc="$(sed -n 's/^KSRC=//p' "$cache/kernel/current/tree.env" | tr -d '"')"
 fi
 if [[ -z "$ksrc" ]]; then
   shopt -s nullglob
@@ -24,7 +30,7 @@ if [[ -z "$ksrc" ]]; then
 fi
 [[ -r "$ksrc/tools/pci/pcitest.c" ]] || die "$ksrc/tools/pci/pcitest.c missing (run make kernel)"
 [[ -r "$hdrs/linux/pcitest.h" ]] || die "$hdrs/linux/pcitest.h missing (run make kernel: it installs uAPI headers)"
-[[ -r /usr/lib/x86_64-linux-gnu/libc.a ]] || die "static glibc missing (apt-get install libc6-dev)"
+[[ -r "$libc_a" ]] || die "static glibc $libc_a missing (apt-get install libc6-dev; arm64: libc6-dev-arm64-cross)"
 mkdir -p "$out"
 
 # build NAME SRC [EXTRA_CFLAGS...]
@@ -38,7 +44,7 @@ build() {
     echo "build-pcitest: $dst up to date"
     return
   fi
-  gcc -static -O2 -Wall -o "$dst.tmp" "$src" -I"$hdrs" "$@" ||
+  "$cc" -static -O2 -Wall -o "$dst.tmp" "$src" -I"$hdrs" "$@" ||
     die "compiling $src failed (see above)"
   mv -f "$dst.tmp" "$dst"
   echo "$src" >"$stamp"

@@ -1,7 +1,8 @@
 # The kernel's pci_endpoint_test driver + tools/pci/pcitest against ionest's pci-epf-test function
 # (--device pci-epf-test): BAR0-5 pattern tests, MSI and MSI-X raise tests (two vectors each) and
 # read/write/copy DMA transfers of several sizes (the driver checks each with crc32_le), all DMA
-# through the function's IOMMU domain and all interrupts through interrupt remapping.
+# through the function's IOMMU domain and all interrupts through interrupt remapping (x86) or the
+# SMMU-translated ITS doorbell (arm64, suites/smmuv3 runs this script too).
 # One pcitest process per BAR; it runs its tests in the order BAR, IRQ type, MSI/MSI-X, W, R, C.
 dev=/dev/pci-endpoint-test.0
 # "pcitest args|expected result lines" per process (labels as pcitest prints them, lower-cased).
@@ -68,18 +69,23 @@ for run in "$@"; do
 	done
 done
 
-# Interrupts went through interrupt remapping: the function's vectors live in the IR-PCI-MSI-<bdf>
-# / IR-PCI-MSIX-<bdf> domains (drivers/iommu/intel/irq_remapping.c is their parent).
+# x86: interrupts went through interrupt remapping: the function's vectors live in the
+# IR-PCI-MSI-<bdf> / IR-PCI-MSIX-<bdf> domains (drivers/iommu/intel/irq_remapping.c is their parent).
+# arm64 (the smmuv3 suite): they live in the GICv3 ITS's ITS-PCI-MSI(X)-<bdf> domains and their writes
+# were translated by the SMMU (the MSI address is an IOVA of the SW MSI window), so they arrived.
+irq_prefix=IR-
+what=remapped
+[ "$(uname -m)" = aarch64 ] && irq_prefix=ITS- what=through_its
 for kind in msi msix; do
-	chip=IR-PCI-MSI-
-	[ $kind = msix ] && chip=IR-PCI-MSIX-
+	chip=${irq_prefix}PCI-MSI-
+	[ $kind = msix ] && chip=${irq_prefix}PCI-MSIX-
 	n=0 lines=""
 	while read -r l; do
 		lines="$lines [$l]"
 		case "$l" in *"$chip"*) n=$((n + 1)) ;; esac
 	done </tmp/pcitest.$kind
-	[ $n -ge 2 ] && ktap_sub_ok ${kind}_vectors_remapped ||
-		ktap_sub_fail ${kind}_vectors_remapped "$n $chip vectors for pci-endpoint-test:$lines"
+	[ $n -ge 2 ] && ktap_sub_ok ${kind}_vectors_$what ||
+		ktap_sub_fail ${kind}_vectors_$what "$n $chip vectors for pci-endpoint-test:$lines"
 done
 # The whole pcitest output to the console when something failed.
 [ $_sub_fail -eq 0 ] || sed 's/^/    # /' /tmp/pcitest.out
