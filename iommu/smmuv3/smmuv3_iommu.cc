@@ -60,6 +60,7 @@ absl::Status Smmuv3Iommu::Validate(const Smmuv3Profile& p) {
   if (AddressSizeBits(AddressSizeEncoding(p.oas_bits)) != p.oas_bits || p.oas_bits > 48)
     return bad("oas_bits must be 32, 36, 40, 42, 44 or 48");
   if (!p.gran4k && !p.gran16k && !p.gran64k) return bad("no translation granule");
+  if (p.stall && p.max_stalls == 0) return bad("the stall model needs max_stalls > 0");
   if (p.iotlb_entries == 0 || p.config_cache_entries == 0 || p.max_commands_per_kick == 0 ||
       p.max_regions_per_translate == 0)
     return bad("zero limit");

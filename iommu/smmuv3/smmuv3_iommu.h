@@ -58,7 +58,7 @@ struct Smmuv3Profile {
   bool range_invalidation = true;      // IDR3.RIL: TLBI ranges (TG/NUM/SCALE)
   bool gran4k = true, gran16k = true, gran64k = true;  // IDR5.GRAN*
   bool gbpa_abort_at_reset = false;    // GBPA.ABORT reset value (IMPLEMENTATION DEFINED)
-  uint32_t iidr = 0x0000'043B;         // IIDR: implementer Arm (0x43B), product 0
+  uint32_t iidr = 0;                   // IIDR: no implementer (Linux applies no product errata)
   uint32_t aidr = 0x02;                // AIDR: SMMUv3.2 (RIL is a v3.2 feature)
   uint16_t msi_requester_id = 0;       // MsiMessage::requester_id of the SMMU's own MSIs (ITS DeviceID)
   size_t iotlb_entries = Iotlb::kDefaultCapacity;
