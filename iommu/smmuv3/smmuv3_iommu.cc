@@ -137,6 +137,7 @@ Smmuv3Stats Smmuv3Iommu::stats() const {
   Smmuv3Stats s = stats_;
   s.ste_cache = ste_cache_.size();
   s.cd_cache = cd_cache_.size();
+  s.context_cache = contexts_.size();
   s.iotlb = iotlb_.stats();
   return s;
 }

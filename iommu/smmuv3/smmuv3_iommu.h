@@ -77,7 +77,7 @@ struct Smmuv3Stats {
   uint64_t page_request_overflows = 0;
   uint64_t msi_writes = 0;  // MSIs that were plain memory writes (e.g. CMD_SYNC into the queue)
   uint64_t msis_sent = 0;   // MSIs handed to the MsiSink
-  size_t ste_cache = 0, cd_cache = 0;
+  size_t ste_cache = 0, cd_cache = 0, context_cache = 0;
   IotlbStats iotlb;
 };
 

@@ -653,6 +653,27 @@ TEST_F(Smmuv3Test, EventQueueWriteAbort) {
   EXPECT_EQ(smmu_->stats().events_lost, 1u);
 }
 
+// What a guest makes the model remember is bounded: STE/CD/context caches by config_cache_entries.
+TEST_F(Smmuv3Test, ConfigCachesAreBounded) {
+  Smmuv3Profile p;
+  p.config_cache_entries = 8;
+  Build(p);
+  const uint64_t cds = *driver_->AllocCdTable(8);
+  VmsaTableBuilder t = *VmsaTableBuilder::CreateStage1(*mem_, *alloc_, 48);
+  ASSERT_TRUE(t.Map(0x1000, kData, kPage4K, VmsaTableBuilder::Stage1Attrs(kRW)).ok());
+  for (uint32_t ssid = 0; ssid < 256; ++ssid)
+    ASSERT_TRUE(driver_->WriteCd(cds, 8, kS1FmtLinear, ssid, CdStage1(t.root(), static_cast<uint16_t>(ssid))).ok());
+  for (uint16_t sid = 0x100; sid < 0x140; ++sid) {
+    ASSERT_TRUE(driver_->WriteSte(sid, testing::SteStage1(cds, 8), false).ok());
+    for (uint32_t ssid = 1; ssid < 256; ssid += 17) ASSERT_TRUE(Write(0x1000, ssid, {.pasid = ssid}, sid).ok());
+    const Smmuv3Stats st = smmu_->stats();
+    ASSERT_LE(st.ste_cache, 8u);
+    ASSERT_LE(st.cd_cache, 8u);
+    ASSERT_LE(st.context_cache, 8u);
+  }
+  EXPECT_EQ(Phys(kData), 1u + 17 * 14);
+}
+
 // Hostile guest: random STE/CD/table words, queue pointers and commands never crash or hang, and
 // the work per doorbell is bounded.
 TEST_F(Smmuv3Test, HostileInputsAreContained) {
