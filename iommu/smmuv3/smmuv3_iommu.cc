@@ -5,6 +5,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_format.h"
 
 namespace ionest::smmuv3 {
@@ -87,8 +88,15 @@ DecodeCaps Smmuv3Iommu::Caps() const {
   return c;
 }
 
+absl::StatusOr<std::unique_ptr<Smmuv3Iommu>> Smmuv3Iommu::Create(PhysMemory& memory, MsiSink& msi,
+                                                                 Smmuv3Profile profile) {
+  if (absl::Status s = Validate(profile); !s.ok()) return s;
+  return std::make_unique<Smmuv3Iommu>(memory, msi, profile);
+}
+
 Smmuv3Iommu::Smmuv3Iommu(PhysMemory& memory, MsiSink& msi, Smmuv3Profile profile)
     : memory_(memory), msi_(msi), profile_(profile), caps_(Caps()), iotlb_(profile_.iotlb_entries) {
+  ABSL_RAW_CHECK(Validate(profile_).ok(), "smmuv3: invalid Smmuv3Profile (see Smmuv3Iommu::Validate)");
   Outbox out;
   absl::MutexLock l(&mu_);
   ResetLocked(out);

@@ -22,6 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "iommu/dma_space.h"
 #include "iommu/iotlb.h"
@@ -84,7 +85,9 @@ struct Smmuv3Stats {
 class Smmuv3Iommu final : public DmaSpaceProvider {
  public:
   // `memory`: guest-physical memory (tables, queues, DMA); `msi`: where the SMMU's own MSIs go
-  // when their address is not guest RAM (a GIC ITS doorbell). Validates nothing: see Validate.
+  // when their address is not guest RAM (a GIC ITS doorbell). Create checks the profile first;
+  // the constructor aborts on an invalid one (a host configuration error, never guest input).
+  static absl::StatusOr<std::unique_ptr<Smmuv3Iommu>> Create(PhysMemory& memory, MsiSink& msi, Smmuv3Profile profile);
   Smmuv3Iommu(PhysMemory& memory, MsiSink& msi, Smmuv3Profile profile);
   ~Smmuv3Iommu() override;
   static absl::Status Validate(const Smmuv3Profile& profile);

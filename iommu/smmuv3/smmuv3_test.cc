@@ -106,7 +106,8 @@ TEST_F(Smmuv3Test, ProbeReportsTheProfile) {
   EXPECT_FALSE(driver_->idr0() & kIdr0Vmid16);
   EXPECT_EQ(Field(driver_->idr0(), 28, 27), 0u);
   EXPECT_EQ(Field(driver_->idr5(), 2, 0), 2u);
-  EXPECT_FALSE(Smmuv3Iommu::Validate({.oas_bits = 41}).ok());
+  EXPECT_FALSE(Smmuv3Iommu::Create(*mem_, msi_, {.oas_bits = 41}).ok());
+  EXPECT_TRUE(Smmuv3Iommu::Create(*mem_, msi_, {}).ok());
   EXPECT_FALSE(Smmuv3Iommu::Validate({.stage1 = false, .stage2 = false}).ok());
 }
 
