@@ -4,6 +4,7 @@
 //
 // Level numbering follows the paging structures: 1 = page table (4 KiB leaf), 2 = page directory
 // (2 MiB leaf), 3 = PDPT (1 GiB leaf), 4 = PML4, 5 = PML5. Level 0 means "before any table access".
+// The VMSAv8-64 walker (vmsa_walk.h) reports Arm lookup levels instead: 0..3, 3 = the 4 KiB page.
 #pragma once
 
 #include <cstdint>
