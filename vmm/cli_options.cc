@@ -23,6 +23,7 @@ std::string CliUsage() {
   --virtio-iommu boot-bypass=on|off   with --iommu=virtio: DMA before the guest's driver attaches a
                            device is untranslated (on, default) or blocked and reported (off)
   --vtd-profile OPTS       VT-d capabilities, e.g. "sm=on,prs=on,pasid-bits=20" (iommu/vtd/caps.h)
+  --smmuv3-profile OPTS    SMMUv3 choices, e.g. "s1=off" (stage 2 only), "stall=on" (iommu/smmuv3/smmuv3_profile.h)
   --print-vtd-caps         print "cap=0x... ecap=0x..." for --iommu=vtd/--vtd-profile and exit
   --device KIND[,OPTS]     add a PCI function behind the IOMMU (repeatable; 00:02.0, 00:03.0, ... in
                            order, or addr=SS.F): dmatest[,max-len=SIZE,pasid-bits=N,pri-capacity=N]
@@ -122,6 +123,8 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
         m.devices.push_back(*spec);
       } else if (name == "vtd-profile") {
         m.vtd_profile = *v;
+      } else if (name == "smmuv3-profile") {
+        m.smmuv3_profile = *v;
       } else if (name == "platform-tables") {
         if (*v != "acpi" && *v != "mptable") return absl::InvalidArgumentError("--platform-tables must be acpi or mptable");
         m.platform_tables = *v;
@@ -138,6 +141,9 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
   if (o.print_vtd_caps) {
     if (m.iommu != "vtd") return absl::InvalidArgumentError("--print-vtd-caps needs --iommu=vtd");
     return o;
+  }
+  if (!m.smmuv3_profile.empty() && m.iommu != "smmuv3") {
+    return absl::InvalidArgumentError("--smmuv3-profile needs --iommu=smmuv3 (arm64)");
   }
   if (!o.help && m.kernel.empty()) return absl::InvalidArgumentError("--kernel is required (see --help)");
   return o;

@@ -54,9 +54,17 @@ TEST(CliTest, RejectsBadInput) {
   EXPECT_FALSE(ParseCli({"--kernel=/k", "--console=yes"}).ok());
   EXPECT_FALSE(ParseCli({"--kernel=/k", "--frobnicate"}).ok());
   EXPECT_FALSE(ParseCli({"--kernel=/k", "stray"}).ok());
+  EXPECT_FALSE(ParseCli({"--kernel=/k", "--smmuv3-profile=s1=off"}).ok());  // without --iommu=smmuv3
   auto help = ParseCli({"--help"});
   ASSERT_TRUE(help.ok());
   EXPECT_TRUE(help->help);
+}
+
+TEST(CliTest, SmmuV3WithItsProfile) {
+  auto cli = ParseCli({"--kernel=/k", "--iommu=smmuv3", "--smmuv3-profile", "s1=off,stall=on"});
+  ASSERT_TRUE(cli.ok()) << cli.status();
+  EXPECT_EQ(cli->machine.iommu, "smmuv3");
+  EXPECT_EQ(cli->machine.smmuv3_profile, "s1=off,stall=on");
 }
 
 TEST(CliTest, DevicesAreRepeatableAndKeepTheirOrder) {

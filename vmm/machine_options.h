@@ -34,6 +34,7 @@ struct MachineOptions {
   std::string disk;
   std::string iommu = "none";  // none | vtd | virtio
   std::string vtd_profile;     // VT-d capability profile (iommu/vtd/caps.h ParseVtdProfile); "" = default
+  std::string smmuv3_profile;  // arm64 --iommu=smmuv3 (iommu/smmuv3/smmuv3_profile.h); "" = default
   // --iommu=virtio: reset value of the virtio-iommu's `bypass` config field (virtio 1.2 §5.13.4):
   // true lets endpoints DMA untranslated until the driver attaches them, false blocks them.
   bool virtio_iommu_boot_bypass = true;

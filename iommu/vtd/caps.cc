@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "iommu/profile_options.h"
 
 namespace ionest::vtd {
 
@@ -67,30 +68,9 @@ uint32_t VtdProfile::window_size() const {
 
 namespace {
 
-absl::Status ParseBool(absl::string_view key, absl::string_view v, bool* out) {
-  if (v == "on" || v == "true" || v == "1" || v == "yes") {
-    *out = true;
-  } else if (v == "off" || v == "false" || v == "0" || v == "no") {
-    *out = false;
-  } else {
-    return absl::InvalidArgumentError(absl::StrFormat("vtd option %s: '%s' is not on/off", key, v));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ParseUint(absl::string_view key, absl::string_view v, uint32_t lo, uint32_t hi, uint32_t* out) {
-  uint32_t n;
-  if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("vtd option %s: '%s' is not an integer in [%u, %u]", key, v, lo, hi));
-  }
-  *out = n;
-  return absl::OkStatus();
-}
-
 // Options left at their default that conflict with an explicit choice are dropped silently
 // (e.g. "flts=off" turns nesting off); explicit conflicts are errors.
-absl::Status Validate(VtdProfile& p, const std::set<absl::string_view>& given) {
+absl::Status Validate(VtdProfile& p, const std::set<std::string>& given) {
   if (!given.contains("nest") && !(p.first_stage && p.second_stage)) p.nesting = false;
   if (!given.contains("prs") && p.pasid_bits == 0) p.prs = false;
   if (!given.contains("eim") && !p.ir) p.eim = false;
@@ -114,12 +94,9 @@ absl::Status Validate(VtdProfile& p, const std::set<absl::string_view>& given) {
 absl::StatusOr<VtdProfile> ParseVtdProfile(std::string_view options_in) {
   absl::string_view options(options_in.data(), options_in.size());
   VtdProfile p;
-  using Setter = std::function<absl::Status(absl::string_view key, absl::string_view value)>;
-  auto b = [](bool* f) -> Setter { return [f](absl::string_view k, absl::string_view v) { return ParseBool(k, v, f); }; };
-  auto u = [](uint32_t* f, uint32_t lo, uint32_t hi) -> Setter {
-    return [f, lo, hi](absl::string_view k, absl::string_view v) { return ParseUint(k, v, lo, hi, f); };
-  };
-  const std::map<absl::string_view, Setter> setters = {
+  auto b = [](bool* f) { return BoolProfileOption("vtd", f); };
+  auto u = [](uint32_t* f, uint32_t lo, uint32_t hi) { return UintProfileOption("vtd", f, lo, hi); };
+  const std::map<std::string, ProfileSetter> setters = {
       {"sm", b(&p.scalable_mode)},
       {"flts", b(&p.first_stage)},
       {"slts", b(&p.second_stage)},
@@ -150,23 +127,9 @@ absl::StatusOr<VtdProfile> ParseVtdProfile(std::string_view options_in) {
       {"pasid-cache-entries", u(&p.pasid_cache_entries, 1, 1u << 20)},
       {"irte-cache-entries", u(&p.irte_cache_entries, 1, 1u << 16)},
   };
-  std::set<absl::string_view> given;
-  for (absl::string_view item : absl::StrSplit(options, ',', absl::SkipWhitespace())) {
-    std::vector<absl::string_view> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
-    if (kv.size() != 2 || kv[0].empty()) {
-      return absl::InvalidArgumentError(absl::StrFormat("vtd option '%s' is not key=value", item));
-    }
-    auto it = setters.find(kv[0]);
-    if (it == setters.end()) {
-      std::vector<absl::string_view> keys;
-      for (const auto& [k, _] : setters) keys.push_back(k);
-      return absl::InvalidArgumentError(
-          absl::StrFormat("unknown vtd option '%s' (known: %s)", kv[0], absl::StrJoin(keys, " ")));
-    }
-    if (absl::Status s = it->second(kv[0], kv[1]); !s.ok()) return s;
-    given.insert(it->first);
-  }
-  if (absl::Status s = Validate(p, given); !s.ok()) return s;
+  absl::StatusOr<std::set<std::string>> given = ApplyProfileOptions("vtd", options, setters);
+  if (!given.ok()) return given.status();
+  if (absl::Status s = Validate(p, *given); !s.ok()) return s;
   return p;
 }
 

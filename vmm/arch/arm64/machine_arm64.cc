@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "iommu/smmuv3/smmuv3_profile.h"
 #include "vmm/arch/arm64/fdt_builder.h"
 #include "vmm/arch/arm64/image_loader.h"
 #include "vmm/arch/arm64/layout_arm64.h"
@@ -149,10 +150,12 @@ absl::Status Machine::SetupPci() {
     viommu_ = std::move(*viommu);
     dma_ = viommu_.provider.get();
   } else if (options_.iommu == "smmuv3") {
-    smmuv3::Smmuv3Profile profile;
-    profile.msi_requester_id = arm64::kSmmuItsDeviceId;  // the DT's msi-parent DeviceID
-    if (absl::Status s = smmuv3::Smmuv3Iommu::Validate(profile); !s.ok()) return Annotate(s, "--iommu=smmuv3");
-    smmu_ = std::make_unique<smmuv3::Smmuv3Iommu>(*memory_, *msi_, profile);
+    absl::StatusOr<smmuv3::Smmuv3Profile> profile = smmuv3::ParseSmmuv3Profile(options_.smmuv3_profile);
+    if (!profile.ok()) return profile.status();
+    profile->msi_requester_id = arm64::kSmmuItsDeviceId;  // the DT's msi-parent DeviceID
+    auto smmu_or = smmuv3::Smmuv3Iommu::Create(*memory_, *msi_, *profile);
+    if (!smmu_or.ok()) return Annotate(smmu_or.status(), "--iommu=smmuv3");
+    smmu_ = std::move(*smmu_or);
     smmu_mmio_ = std::make_unique<SmmuMmio>(*smmu_);
     if (absl::Status s = mmio_.Register(arm64::kSmmuBase, smmuv3::Smmuv3Iommu::mmio_size(), smmu_mmio_.get(), "smmuv3");
         !s.ok()) {
