@@ -1,6 +1,7 @@
 #include "vmm/device_spec.h"
 
 #include "gtest/gtest.h"
+#include "vmm/pci_functions.h"
 
 namespace ionest {
 namespace {
@@ -65,6 +66,27 @@ TEST(DeviceSpecTest, Vfio) {
     EXPECT_FALSE(r.ok()) << bad;
   }
   EXPECT_NE(ParseTestDeviceSpec("vfio").status().message().find("path="), std::string::npos);
+}
+
+// The request list both machines (x86, arm64) open with AddPassthroughFunctions.
+TEST(DeviceSpecTest, PlanPassthroughNamesVfioFunctionsBySlot) {
+  std::vector<TestDeviceSpec> devices;
+  for (const char* text : {"dmatest", "vfio,host=0000:00:05.0", "pci-epf-test", "vfio,path=/dev/vfio/devices/vfio2,addr=1f.3"}) {
+    auto d = ParseTestDeviceSpec(text);
+    ASSERT_TRUE(d.ok()) << text << ": " << d.status();
+    devices.push_back(*d);
+  }
+  const PassthroughPlan plan = PlanPassthrough(devices);
+  ASSERT_EQ(plan.requests.size(), 2u);
+  ASSERT_EQ(plan.devfns.size(), 2u);
+  EXPECT_EQ(plan.devfns[0], TestDeviceDevfn(1));  // 00:03.0: the second --device's slot
+  EXPECT_EQ(plan.requests[0].name, "vfio@03.0");
+  EXPECT_EQ(plan.requests[0].spec.host, "0000:00:05.0");
+  EXPECT_TRUE(plan.requests[0].spec.path.empty());
+  EXPECT_EQ(plan.devfns[1], (0x1f << 3) | 3);
+  EXPECT_EQ(plan.requests[1].name, "vfio@1f.3");
+  EXPECT_EQ(plan.requests[1].spec.path, "/dev/vfio/devices/vfio2");
+  EXPECT_TRUE(PlanPassthrough({devices[0], devices[2]}).requests.empty());
 }
 
 }  // namespace

@@ -171,39 +171,24 @@ absl::Status Machine::SetupTestDevices() {
 }
 
 absl::Status Machine::SetupPassthrough() {
-  std::vector<PassthroughRequest> requests;
-  std::vector<uint8_t> devfns;
-  for (size_t i = 0; i < options_.devices.size(); ++i) {
-    const TestDeviceSpec& spec = options_.devices[i];
-    if (spec.kind != TestDeviceKind::kVfio) continue;
-    const uint8_t devfn = DeviceDevfn(spec, static_cast<int>(i));
-    requests.push_back({{spec.vfio_path, spec.vfio_host}, absl::StrFormat("vfio@%02x.%x", devfn >> 3, devfn & 7)});
-    devfns.push_back(devfn);
-  }
-  if (requests.empty()) return absl::OkStatus();
+  const PassthroughPlan plan = PlanPassthrough(options_.devices);
+  if (plan.requests.empty()) return absl::OkStatus();
   if (viommu_.device) {
     return absl::UnimplementedError(
         "--device vfio with --iommu=virtio: MAP/UNMAP are not forwarded to the host IOAS yet, so the device would "
         "bypass the virtio-iommu; use --iommu=vtd or --iommu=none");
   }
-  std::vector<iommufd::RamRange> ram;
-  for (const MemoryRegion& r : memory_->regions()) ram.push_back({r.gpa, r.host, r.size});
-  absl::StatusOr<std::unique_ptr<Passthrough>> pt = Passthrough::Open(requests, std::move(ram));
-  if (!pt.ok()) return pt.status();
-  passthrough_ = std::move(*pt);
+  PassthroughBinder bind;
   if (vtd_) {
     // Behind the emulated VT-d the host IOMMU must translate what the guest programs (issue 9).
-    std::vector<uint16_t> rids(devfns.begin(), devfns.end());  // bus 0: requester id = devfn
-    if (absl::Status s = passthrough_->EnableVtdNesting(*vtd_, *memory_, rids); !s.ok()) {
-      return Annotate(s, "--device vfio with --iommu=vtd");
-    }
+    bind = [this](Passthrough& pt, const PassthroughPlan& p) {
+      std::vector<uint16_t> rids(p.devfns.begin(), p.devfns.end());  // bus 0: requester id = devfn
+      return Annotate(pt.EnableVtdNesting(*vtd_, *memory_, rids), "--device vfio with --iommu=vtd");
+    };
   }
-  for (size_t i = 0; i < passthrough_->size(); ++i) {
-    if (absl::Status s = pci_->AddDevice(devfns[i], passthrough_->device(i)); !s.ok()) {
-      return Annotate(s, requests[i].name);
-    }
-  }
-  fprintf(stderr, "ionest: %s\n", passthrough_->Describe().c_str());
+  absl::StatusOr<std::unique_ptr<Passthrough>> pt = AddPassthroughFunctions(*pci_, *memory_, plan, bind);
+  if (!pt.ok()) return pt.status();
+  passthrough_ = std::move(*pt);
   return absl::OkStatus();
 }
 

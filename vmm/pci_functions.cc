@@ -97,4 +97,41 @@ absl::Status AddEmulatedTestDevices(PciHost& pci, const std::vector<TestDeviceSp
   return absl::OkStatus();
 }
 
+PassthroughPlan PlanPassthrough(const std::vector<TestDeviceSpec>& devices) {
+  PassthroughPlan plan;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const TestDeviceSpec& spec = devices[i];
+    if (spec.kind != TestDeviceKind::kVfio) continue;
+    const uint8_t devfn = DeviceDevfn(spec, static_cast<int>(i));
+    plan.requests.push_back(
+        {{spec.vfio_path, spec.vfio_host}, absl::StrFormat("vfio@%02x.%x", devfn >> 3, devfn & 7)});
+    plan.devfns.push_back(devfn);
+  }
+  return plan;
+}
+
+std::vector<iommufd::RamRange> PassthroughRam(const GuestMemory& memory) {
+  std::vector<iommufd::RamRange> ram;
+  for (const MemoryRegion& r : memory.regions()) ram.push_back({r.gpa, r.host, r.size});
+  return ram;
+}
+
+absl::StatusOr<std::unique_ptr<Passthrough>> AddPassthroughFunctions(PciHost& pci, const GuestMemory& memory,
+                                                                     const PassthroughPlan& plan,
+                                                                     const PassthroughBinder& bind) {
+  if (plan.requests.empty()) return std::unique_ptr<Passthrough>();
+  absl::StatusOr<std::unique_ptr<Passthrough>> pt = Passthrough::Open(plan.requests, PassthroughRam(memory));
+  if (!pt.ok()) return pt.status();
+  if (bind) {
+    if (absl::Status s = bind(**pt, plan); !s.ok()) return s;
+  }
+  for (size_t i = 0; i < (*pt)->size(); ++i) {
+    if (absl::Status s = pci.AddDevice(plan.devfns[i], (*pt)->device(i)); !s.ok()) {
+      return Annotate(s, plan.requests[i].name);
+    }
+  }
+  fprintf(stderr, "ionest: %s\n", (*pt)->Describe().c_str());
+  return pt;
+}
+
 }  // namespace ionest

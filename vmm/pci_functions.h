@@ -2,10 +2,11 @@
 // virtio-blk for --disk, the --device test functions (dmatest, pci-epf-test) and, with
 // --iommu=virtio, the virtio-iommu. Each is attached
 // by PciHost::AddDevice with requester ID = devfn, the host's MSI sink and the DmaSpace its IOMMU
-// provides. `vfio` functions are the passthrough code's (vmm/passthrough.h), skipped here.
+// provides. `vfio` functions are the passthrough code's (vmm/passthrough.h): AddPassthroughFunctions.
 // Called on the main thread during machine setup.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,7 +19,9 @@
 #include "devices/pci_host.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_pci.h"
+#include "vmm/guest_memory.h"
 #include "vmm/machine_options.h"
+#include "vmm/passthrough.h"
 
 namespace ionest {
 
@@ -28,6 +31,24 @@ absl::Status AddVirtioBlk(PciHost& pci, const std::string& disk, std::unique_ptr
 // --device dmatest / pci-epf-test functions at their devfn (DeviceDevfn), appended to `out`.
 absl::Status AddEmulatedTestDevices(PciHost& pci, const std::vector<TestDeviceSpec>& devices,
                                     std::vector<std::unique_ptr<PciDevice>>& out);
+
+// --device vfio (x86 and arm64): one PassthroughRequest per vfio spec, in option order, named
+// "vfio@DD.F" after its devfn (DeviceDevfn), and that devfn.
+struct PassthroughPlan {
+  std::vector<PassthroughRequest> requests;
+  std::vector<uint8_t> devfns;
+};
+PassthroughPlan PlanPassthrough(const std::vector<TestDeviceSpec>& devices);
+// Guest RAM as the IOAS maps it (IOVA = guest-physical address).
+std::vector<iommufd::RamRange> PassthroughRam(const GuestMemory& memory);
+// Opens the plan's functions over `memory` (Passthrough::Open), lets `bind` attach them to a vIOMMU
+// (x86 --iommu=vtd: the VT-d nesting backend; may be null), plugs each into `pci` at its devfn and
+// prints "ionest: <Passthrough::Describe()>" on stderr. Null result (and nothing opened) when the
+// plan is empty.
+using PassthroughBinder = std::function<absl::Status(Passthrough&, const PassthroughPlan&)>;
+absl::StatusOr<std::unique_ptr<Passthrough>> AddPassthroughFunctions(PciHost& pci, const GuestMemory& memory,
+                                                                     const PassthroughPlan& plan,
+                                                                     const PassthroughBinder& bind = nullptr);
 
 // --iommu=virtio: the device, the DmaSpaceProvider of every requester (all but the virtio-iommu
 // function itself, whose queues are guest-physical: an IOMMU does not translate its own accesses),

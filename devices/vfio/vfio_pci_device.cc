@@ -61,6 +61,17 @@ class HostConfig {
     }
     return std::nullopt;
   }
+  // Every capability with this id, in list order (same bounded walk).
+  std::vector<uint16_t> FindCaps(uint8_t id) const {
+    std::vector<uint16_t> out;
+    if (b_.size() < kConventionalConfigSize || !(Get16(kStatus) & kStatusCapList)) return out;
+    uint16_t off = Get8(kCapabilitiesPointer) & 0xFC;
+    for (int n = 0; off >= kHeaderEnd && n < 48; ++n) {
+      if (Get8(off) == id) out.push_back(off);
+      off = Get8(off + 1) & 0xFC;
+    }
+    return out;
+  }
   // Extended capability list walk (§7.6.3), bounded against loops.
   std::optional<uint16_t> FindExtCap(uint16_t id) const {
     if (b_.size() < kConfigSize) return std::nullopt;
@@ -495,6 +506,24 @@ absl::Status VfioPciDevice::Init(const std::vector<uint8_t>& host_config, const 
                                                            s.message()));
     table_end = table_off + msix()->table_size_bytes();
     pba_end = pba_off + msix()->pba_size_bytes();
+  }
+
+  // Vendor-specific capabilities (PCI 3.0 §6.7, ID 09h; byte 2 is the length): the host's bytes,
+  // read-only. A virtio function's structure locations live there (virtio 1.2 §4.1.4: common, notify,
+  // ISR, device config in its BARs, which keep their offsets); without them a virtio driver finds no
+  // modern interface ("leaving for legacy driver"). Guest writes are dropped, so virtio's
+  // VIRTIO_PCI_CAP_PCI_CFG access window does nothing (Linux does not use it).
+  for (uint16_t off : hc.FindCaps(kCapIdVendor)) {
+    const uint8_t len = hc.Get8(off + 2);
+    if (len < 3 || off + len > kConventionalConfigSize) {
+      ABSL_RAW_LOG(WARNING, "%s: vendor-specific capability at %#x has length %u; not shown", name().c_str(), off, len);
+      continue;
+    }
+    absl::StatusOr<uint16_t> o = config().AddCapability(kCapIdVendor, len);
+    if (!o.ok())
+      return absl::FailedPreconditionError(
+          absl::StrFormat("vendor-specific capability at %#x (%u bytes): %s", off, len, o.status().message()));
+    for (unsigned i = 2; i < len; ++i) config().Set8(*o + i, hc.Get8(off + i));
   }
 
   // BAR forwarding: every part of a BAR except the MSI-X table and PBA; mmapped where allowed.

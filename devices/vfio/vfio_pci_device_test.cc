@@ -404,6 +404,30 @@ TEST_F(VfioPciDeviceTest, MsiUsesHostCountAndMultipleMessageEnable) {
   EXPECT_EQ(fake->disable_irq_calls(), std::vector<uint32_t>{kIrqMsi});
 }
 
+TEST_F(VfioPciDeviceTest, VendorSpecificCapabilitiesCopiedReadOnly) {
+  // virtio's structure locations (virtio 1.2 §4.1.4): without them Linux's virtio-pci finds no modern
+  // interface ("leaving for legacy driver"), as the arm64 passthrough suite first showed.
+  FakeDeviceSpec spec;
+  spec.virtio_caps = true;
+  Make(spec);
+  std::vector<uint16_t> vendor;
+  for (auto [id, off] : dev->config().Capabilities())
+    if (id == kCapIdVendor) vendor.push_back(off);
+  ASSERT_EQ(vendor.size(), 2u);
+  const uint16_t host[2] = {testing::kFakeVirtioCommonCap, testing::kFakeVirtioNotifyCap};
+  const unsigned len[2] = {16, 20};
+  for (int c = 0; c < 2; ++c) {
+    EXPECT_EQ(Cfg(vendor[c] + 2, 1), len[c]);
+    for (unsigned i = 2; i < len[c]; ++i)
+      EXPECT_EQ(Cfg(vendor[c] + i, 1), fake->GetConfig(host[c] + i, 1)) << "cap " << c << " byte " << i;
+  }
+  // Read-only: a guest write changes neither the view nor the host function.
+  const uint32_t before = Cfg(vendor[0] + 8);
+  SetCfg(vendor[0] + 8, 0xDEADBEEF);
+  EXPECT_EQ(Cfg(vendor[0] + 8), before);
+  EXPECT_EQ(fake->GetConfig(testing::kFakeVirtioCommonCap + 8, 4), 0u);
+}
+
 TEST_F(VfioPciDeviceTest, AtsPriPasidShowHostValues) {
   Make();
   ASSERT_NE(dev->ats_offset(), 0);

@@ -6,7 +6,8 @@
 # goes to stdout. docs/arm64.md.
 #
 #   arm64-vmm.sh --ionest AARCH64_IONEST --host-kernel IMAGE [--host-memory MIB] [--host-arg ARG]...
-#                [--interactive] --kernel GUEST_IMAGE --initrd GUEST_CPIO [--disk FILE] [ionest options]...
+#                [--interactive] [--passthrough-disk] --kernel GUEST_IMAGE --initrd GUEST_CPIO [--disk FILE]
+#                [ionest options]...
 #
 # The options are accepted in any order (the runner appends its --vmm-arg ones last). --disk FILE is
 # the outer host's virtio-blk disk (QEMU -drive), handed to ionest as --disk /dev/vda: what the
@@ -14,6 +15,13 @@
 # argument to the QEMU command line (e.g. an emulated function for passthrough). --interactive: the
 # terminal is the nested guest's console (ionest --console inside); Ctrl-A x quits ionest (and so the
 # guest), Ctrl-] x quits QEMU (its escape moved off Ctrl-A so that ionest gets it).
+# --passthrough-disk (issue 10 item 4; needs --disk): the disk's virtio-blk-pci function (modern,
+# VIRTIO_F_ACCESS_PLATFORM, at the host's 0000:00:05.0) sits behind QEMU's own SMMUv3 (-M virt,iommu=smmuv3);
+# the host /init binds it to vfio-pci (driver_override, unbind, drivers_probe), checks /dev/iommu and its
+# /dev/vfio/devices/vfioN, and ionest passes it through (--device vfio,host=0000:00:05.0, no --disk): the
+# nested guest's own virtio_blk drives it. The guest command line gets ionest_pt_host=<BDF>,
+# ionest_pt_id=1af4:1042 and ionest_pt_serial=<the drive's serial> (suites/passthrough-arm64 checks
+# them); after the run the console must hold ionest's passthrough report for that BDF, else exit 1.
 # Exit: ionest's status; 77 with "arm64-vmm: SKIP: <reason>" on stderr when this machine cannot run
 # it (no qemu-system-aarch64, no EL2, no arm64 busybox, no aarch64 ionest built, no /dev/kvm in the
 # host); 1 on other errors.
@@ -27,7 +35,10 @@ skip() { echo "arm64-vmm: SKIP: $*" >&2; exit 77; }
 die() { echo "arm64-vmm: ERROR: $*" >&2; exit 1; }
 
 ionest="" host_kernel="" host_memory="" kernel="" initrd="" disk="" guest_memory=256 timeout=600
-host_args=() ionest_args=() interactive=0
+host_args=() ionest_args=() interactive=0 passthrough_disk=0
+# --passthrough-disk: where QEMU puts the disk's function in the host, and its modern virtio-blk id.
+# The serial (virtio-blk GET_ID) is QEMU's drive property: only the real function answers with it.
+pt_bdf=0000:00:05.0 pt_id=1af4:1042 pt_serial=ionest-passthrough
 need() { (($# >= 2)) || die "option $1 needs a value"; }
 while (($#)); do
   case "$1" in
@@ -36,6 +47,7 @@ while (($#)); do
     --host-memory) need "$@"; host_memory="$2"; shift 2 ;;
     --host-arg) need "$@"; host_args+=("$2"); shift 2 ;;
     --interactive) interactive=1; shift ;;
+    --passthrough-disk) passthrough_disk=1; shift ;;
     --kernel) need "$@"; kernel="$2"; shift 2 ;;
     --initrd) need "$@"; initrd="$2"; shift 2 ;;
     --disk) need "$@"; disk="$2"; shift 2 ;;
@@ -43,8 +55,10 @@ while (($#)); do
       case "$2" in *G) guest_memory=$((${2%G} * 1024)) ;; *M) guest_memory=${2%M} ;; *) guest_memory=$(($2 >> 20)) ;; esac
       shift 2 ;;
     --timeout) need "$@"; timeout="$2"; ionest_args+=("$1" "$2"); shift 2 ;;
-    --cmdline | --cpus | --device | --iommu | --virtio-iommu) need "$@"; ionest_args+=("$1" "$2"); shift 2 ;;
-    --help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --cmdline)
+      need "$@"; cmdline_index=${#ionest_args[@]}; ionest_args+=("$1" "$2"); shift 2 ;;
+    --cpus | --device | --iommu | --virtio-iommu) need "$@"; ionest_args+=("$1" "$2"); shift 2 ;;
+    --help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) ionest_args+=("$1"); shift ;;
   esac
 done
@@ -60,6 +74,17 @@ file -b "$ionest" | grep -q aarch64 || die "$ionest is not an aarch64 binary (ma
 [[ -n "$kernel" && -r "$kernel" ]] || die "no guest kernel at '${kernel}' (--kernel)"
 [[ -n "$initrd" && -r "$initrd" ]] || die "no guest initramfs at '${initrd}' (--initrd)"
 [[ -z "$disk" || -w "$disk" ]] || die "disk image '$disk' is not writable"
+if ((passthrough_disk)); then
+  [[ -n "$disk" ]] || die "--passthrough-disk needs --disk FILE (the function passed through is that disk's)"
+  qemu-system-aarch64 -machine virt,help 2>/dev/null | grep -q '^ *iommu=' ||
+    skip "this qemu-system-aarch64 has no -M virt,iommu=smmuv3: the arm64 host would have no IOMMU for vfio-pci"
+  # The nested guest learns which function it should see (its test checks the ids).
+  if [[ -n "${cmdline_index:-}" ]]; then
+    ionest_args[cmdline_index + 1]+=" ionest_pt_host=$pt_bdf ionest_pt_id=$pt_id ionest_pt_serial=$pt_serial"
+  else
+    ionest_args+=(--cmdline "ionest_pt_host=$pt_bdf ionest_pt_id=$pt_id ionest_pt_serial=$pt_serial")
+  fi
+fi
 # The host holds its initramfs (ionest, the guest kernel and initramfs) in RAM besides the guest's.
 host_memory="${host_memory:-$((guest_memory + 768))}"
 
@@ -91,7 +116,11 @@ loader="$(find_lib ld-linux-aarch64.so.1)" || die "no aarch64 loader ld-linux-aa
 ((interactive)) && ionest_args+=(--console)
 quote() { local s="${1//\'/\'\\\'\'}"; printf "'%s'" "$s"; }
 cmd="ionest --kernel /guest/kernel --initrd /guest/initrd"
-[[ -n "$disk" ]] && cmd+=" --disk /dev/vda"
+if ((passthrough_disk)); then
+  cmd+=" --device vfio,host=$pt_bdf"
+elif [[ -n "$disk" ]]; then
+  cmd+=" --disk /dev/vda"
+fi
 for a in "${ionest_args[@]}"; do cmd+=" $(quote "$a")"; done
 cat > "$work/host-init" <<INIT
 #!/bin/busybox sh
@@ -105,6 +134,35 @@ if [ ! -e /dev/kvm ]; then
   poweroff -f
 fi
 echo "arm64-host: \$(dmesg | grep -m1 -o 'kvm \[1\]: .*mode initialized.*' || echo 'kvm: (init line not found)')"
+if [ "$passthrough_disk" = 1 ]; then
+  # The disk's function to vfio-pci (Documentation/driver-api/vfio.rst, "VFIO Usage Example").
+  pt_fail() {
+    echo "arm64-host: PASSTHROUGH-ERROR: \$*"
+    dmesg | grep -i -E 'smmu|iommu|vfio' | tail -20
+    poweroff -f
+  }
+  d=/sys/bus/pci/devices/$pt_bdf
+  [ -e "\$d" ] || pt_fail "no PCI function $pt_bdf in the host (QEMU's virtio-blk-pci addr=05.0): \$(ls /sys/bus/pci/devices)"
+  id="\$(cat \$d/vendor):\$(cat \$d/device)"
+  id="\$(echo "\$id" | sed 's/0x//g')"
+  [ "\$id" = "$pt_id" ] || pt_fail "$pt_bdf is \$id, expected $pt_id (modern virtio-blk)"
+  [ -e /dev/iommu ] || pt_fail "no /dev/iommu (host kernel without CONFIG_IOMMUFD?)"
+  [ -e "\$d/iommu_group" ] || pt_fail "$pt_bdf has no IOMMU group (QEMU's SMMUv3 not probed: -M virt,iommu=smmuv3, CONFIG_ARM_SMMU_V3)"
+  drv=none
+  [ -e "\$d/driver" ] && drv=\$(basename "\$(readlink "\$d/driver")")
+  echo "arm64-host: passthrough: $pt_bdf (\$id) driver \$drv, IOMMU group \$(basename "\$(readlink "\$d/iommu_group")")"
+  dmesg | grep -m1 -E 'arm-smmu-v3.*ias' | sed 's/^/arm64-host: /'
+  echo vfio-pci >"\$d/driver_override" || pt_fail "writing driver_override"
+  if [ -e "\$d/driver" ]; then echo "$pt_bdf" >"\$d/driver/unbind" || pt_fail "unbinding from \$drv"; fi
+  echo "$pt_bdf" >/sys/bus/pci/drivers_probe
+  now=none
+  [ -e "\$d/driver" ] && now=\$(basename "\$(readlink "\$d/driver")")
+  [ "\$now" = vfio-pci ] || pt_fail "$pt_bdf not bound to vfio-pci after drivers_probe (driver: \$now)"
+  cdev=\$(ls "\$d/vfio-dev" 2>/dev/null | head -1)
+  [ -n "\$cdev" ] && [ -c "/dev/vfio/devices/\$cdev" ] ||
+    pt_fail "no /dev/vfio/devices/vfioN for $pt_bdf (vfio-dev: '\$cdev'; CONFIG_VFIO_DEVICE_CDEV?)"
+  echo "arm64-host: passthrough: $pt_bdf bound to vfio-pci (driver_override, unbind from \$drv, drivers_probe), /dev/vfio/devices/\$cdev, /dev/iommu present"
+fi
 echo "arm64-host: running $(printf '%s' "$cmd" | sed 's/[$`\\"]/\\&/g')"
 $cmd
 rc=\$?
@@ -118,7 +176,7 @@ INIT
   echo "dir /lib 755"; echo "dir /lib/aarch64-linux-gnu 755"; echo "dir /guest 755"
   echo "nod /dev/console 600 c 5 1"
   echo "file /bin/busybox $busybox 755"
-  for a in sh mount grep dmesg poweroff cat dd head sync sed; do echo "slink /bin/$a busybox 777"; done
+  for a in sh mount grep dmesg poweroff cat dd head sync sed ls readlink basename; do echo "slink /bin/$a busybox 777"; done
   echo "file /bin/ionest $ionest 755"
   echo "file /lib/ld-linux-aarch64.so.1 $(readlink -f "$loader") 755"
   for name in "${!libs[@]}"; do echo "file /lib/aarch64-linux-gnu/$name $(readlink -f "${libs[$name]}") 755"; done
@@ -130,7 +188,13 @@ INIT
 qemu=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m "$host_memory"
       -nographic -no-reboot -kernel "$host_kernel" -initrd "$work/host.cpio"
       -append "console=ttyAMA0 rdinit=/init panic=-1")
-if [[ -n "$disk" ]]; then
+if ((passthrough_disk)); then
+  # QEMU's SMMUv3 (stage 1) in front of the PCIe root bus; the function does its DMA through it
+  # (iommu_platform=on: VIRTIO_F_ACCESS_PLATFORM, so IOVAs = the nested guest's addresses get translated).
+  qemu[2]+=",iommu=smmuv3"
+  qemu+=(-drive "file=$disk,format=raw,if=none,id=disk0,cache=writethrough"
+         -device "virtio-blk-pci,drive=disk0,addr=05.0,disable-legacy=on,iommu_platform=on,serial=$pt_serial")
+elif [[ -n "$disk" ]]; then
   qemu+=(-drive "file=$disk,format=raw,if=none,id=disk0,cache=writethrough" -device virtio-blk-pci,drive=disk0)
 fi
 qemu+=("${host_args[@]}")
@@ -147,5 +211,19 @@ if grep -q 'arm64-host: SKIP' "$work/console.log"; then
   skip "$(grep -m1 -o 'no /dev/kvm.*' "$work/console.log" | tr -d '\r')"
 fi
 status="$(sed -n 's/.*arm64-host: ionest exit status \([0-9]*\).*/\1/p' "$work/console.log" | head -1)"
+if grep -q 'arm64-host: PASSTHROUGH-ERROR' "$work/console.log"; then
+  die "$(grep -m1 -o 'PASSTHROUGH-ERROR: .*' "$work/console.log" | tr -d '\r')"
+fi
 [[ -n "$status" ]] || die "the arm64 host never reported ionest's exit status (QEMU died or timed out?)"
+if ((passthrough_disk)); then
+  # ionest's start-up report (vmm/pci_functions.cc: "ionest: <Passthrough::Describe()>").
+  report="$(grep -E "^(ionest: )?vfio@[0-9a-f]{2}\.[0-7]: host $pt_bdf, /dev/vfio/devices/vfio[0-9]+, iommufd device [0-9]+" \
+            "$work/console.log" | head -1 | tr -d '\r')"
+  iommufd="$(grep -m1 -o 'ionest: iommufd: IOAS .*' "$work/console.log" | tr -d '\r')"
+  if [[ -z "$report" || -z "$iommufd" ]]; then
+    echo "arm64-vmm: ERROR: ionest exited $status but never reported passing $pt_bdf through (no 'ionest: iommufd: IOAS' + 'vfio@DD.F: host $pt_bdf, ...' lines)" >&2
+    exit 1
+  fi
+  echo "arm64-vmm: passthrough: ionest reported: $iommufd | $report" >&2
+fi
 exit "$status"

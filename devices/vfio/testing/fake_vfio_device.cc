@@ -72,6 +72,7 @@ std::unique_ptr<FakeVfioDevice> FakeVfioDevice::Typical(const FakeDeviceSpec& s)
   if (s.pcie) caps.push_back(kFakePcieCap);
   if (s.msi_vectors) caps.push_back(kFakeMsiCap);
   if (s.msix_vectors) caps.push_back(kFakeMsixCap);
+  if (s.virtio_caps) caps.insert(caps.end(), {kFakeVirtioCommonCap, kFakeVirtioNotifyCap});
   if (!caps.empty()) {
     d->SetConfig(0x06, 0x0010, 2);  // Status.CAP_LIST
     d->SetConfig(0x34, caps[0], 1);
@@ -85,6 +86,17 @@ std::unique_ptr<FakeVfioDevice> FakeVfioDevice::Typical(const FakeDeviceSpec& s)
       d->SetConfig(o + 4, s.devcap, 4);
       d->SetConfig(o + 8, 0x2810, 2);
       d->SetConfig(o + 0x24, s.devcap2, 4);
+    } else if (o == kFakeVirtioCommonCap) {
+      d->SetConfig(o, 0x09, 1);
+      d->SetConfig(o + 2, 16 | 1u << 8 | 4u << 16, 4);  // cap_len 16, COMMON_CFG, BAR4
+      d->SetConfig(o + 8, 0x0000, 4);                    // offset
+      d->SetConfig(o + 12, 0x1000, 4);                   // length
+    } else if (o == kFakeVirtioNotifyCap) {
+      d->SetConfig(o, 0x09, 1);
+      d->SetConfig(o + 2, 20 | 2u << 8 | 4u << 16, 4);  // cap_len 20, NOTIFY_CFG, BAR4
+      d->SetConfig(o + 8, 0x3000, 4);
+      d->SetConfig(o + 12, 0x1000, 4);
+      d->SetConfig(o + 16, 4, 4);  // notify_off_multiplier
     } else if (o == kFakeMsiCap) {
       unsigned mmc = 0;
       while ((1u << mmc) < s.msi_vectors && mmc < 5) ++mmc;

@@ -45,6 +45,8 @@ namespace ionest::vfio::testing {
 inline constexpr uint16_t kFakePcieCap = 0x40;
 inline constexpr uint16_t kFakeMsiCap = 0x80;   // when msi_vectors > 0
 inline constexpr uint16_t kFakeMsixCap = 0xA0;  // when msix_vectors > 0
+inline constexpr uint16_t kFakeVirtioCommonCap = 0xC0;  // when virtio_caps: vendor-specific, 16 bytes
+inline constexpr uint16_t kFakeVirtioNotifyCap = 0xD0;  // 20 bytes
 inline constexpr uint16_t kFakeAtsCap = 0x100;
 inline constexpr uint16_t kFakePasidCap = 0x110;
 inline constexpr uint16_t kFakePriCap = 0x120;
@@ -82,6 +84,8 @@ struct FakeDeviceSpec {
   bool hide_pasid = true;       // as vfio-pci 6.12
   bool unfiltered_config = true;
   bool can_reset = true;
+  // Two virtio 1.2 §4.1.4 vendor-specific capabilities (common config, notify) after the others.
+  bool virtio_caps = false;
 };
 
 // Operations that error injection can target.

@@ -3,11 +3,11 @@
 // generated device tree. Included by vmm/machine.h on aarch64 builds: the same public interface as
 // the x86 Machine, so vmm/main.cc and vmm/cli_options.cc are shared.
 // PCIe: an ECAM host (devices/pci_host.h, the x86 machine's) with --disk (virtio-blk, 00:01.0) and the
-// --device test functions (dmatest, pci-epf-test) at the same slots as on x86; their MSIs go to the ITS,
-// their DMA straight to guest RAM (no IOMMU yet).
-//
-// Not yet (issue 10): --device vfio, an IOMMU (SMMUv3); those options are refused with an error
-// saying so.
+// --device test functions (dmatest, pci-epf-test) at the same slots as on x86; their MSIs go to the ITS
+// (through the emulated SMMUv3 or virtio-iommu when --iommu says so).
+// --device vfio (issue 10 item 4): host functions passed through with VFIO cdev + iommufd
+// (vmm/passthrough.h, shared with x86), guest RAM in the IOAS, their MSIs forwarded to the ITS
+// (DeviceID = requester ID); only with --iommu=none (no host-side nesting for a vIOMMU on arm64).
 //
 // Thread safety: Create/Run on the main thread. RequestStop may be called from any thread.
 #pragma once
@@ -36,6 +36,7 @@
 #include "vmm/guest_memory.h"
 #include "vmm/kvm.h"
 #include "vmm/machine_options.h"
+#include "vmm/passthrough.h"
 #include "vmm/pci_functions.h"
 #include "vmm/stop_reason.h"
 
@@ -95,6 +96,8 @@ class Machine {
   std::unique_ptr<VirtioPciDevice> blk_pci_;
   // Declared after pci_ so they are destroyed first (their destructors stop worker threads).
   std::vector<std::unique_ptr<PciDevice>> test_devices_;
+  // --device vfio functions and their iommufd context; destroyed before test_devices_ and pci_.
+  std::unique_ptr<Passthrough> passthrough_;
   std::unique_ptr<Console> console_;
   EmulationStats stats_;
   BootTiming timing_;
