@@ -16,6 +16,7 @@ absl::Status DmaSpace::Access(uint64_t iova, uint8_t* buf, size_t len, bool writ
   }
   uint64_t done = 0;
   while (done < len) {
+    InFlight in_flight = BeginDma();  // one Translate and its copies
     Translation t = Translate(iova + done, len - done, access, attrs);
     for (const DmaRegion& r : t.regions) {
       uint64_t n = std::min<uint64_t>(r.len, len - done);
@@ -43,7 +44,9 @@ absl::Status DmaSpace::Access(uint64_t iova, uint8_t* buf, size_t len, bool writ
   return absl::OkStatus();
 }
 
-absl::Status DmaSpace::AccessRegion(const DmaRegion& region, uint64_t offset, void* buf, size_t len, uint32_t access) {
+absl::Status DmaSpace::AccessRegion(const InFlight& in_flight, const DmaRegion& region, uint64_t offset, void* buf,
+                                    size_t len, uint32_t access) {
+  if (in_flight.drain_ != &drain_) return absl::InvalidArgumentError("AccessRegion: DMA in flight on another space");
   if (access != kDmaRead && access != kDmaWrite) return absl::InvalidArgumentError("AccessRegion: read or write");
   if ((region.perms & access) != access) {
     return absl::PermissionDeniedError(absl::StrFormat("DMA %s at %#x not permitted", access == kDmaWrite ? "write" : "read",

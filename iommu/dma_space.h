@@ -6,6 +6,11 @@
 //
 // Thread safety: implementations must allow concurrent calls from any thread (vCPU threads doing
 // MMIO-triggered DMA, device worker threads). SetClient is called once at device construction.
+//
+// DMA in flight: a device brackets each DMA (Translate and the copies through its regions) with a
+// DmaSpace::InFlight, so an IOMMU invalidation that drains (VT-d CAP.DRD/DWD, §6.5.5) completes
+// only after the DMA finished (iommu/dma_drain.h). Read/Write do it themselves; AccessRegion
+// requires the InFlight the device took before its Translate.
 #pragma once
 
 #include <cstddef>
@@ -15,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "iommu/dma_drain.h"
 #include "vmm/guest_memory.h"
 
 namespace ionest {
@@ -123,6 +129,28 @@ class DmaSpace {
     return absl::FailedPreconditionError("this DMA space does not accept page requests");
   }
 
+  // One DMA in flight on this space, from before its Translate until its last copy (RAII; cheap:
+  // two atomic operations, no lock). Take it on the stack around Translate + AccessRegion.
+  class [[nodiscard]] InFlight {
+   public:
+    explicit InFlight(DmaDrain& drain) : drain_(&drain), slot_(drain.Enter()) {}
+    InFlight(InFlight&& other) noexcept : drain_(other.drain_), slot_(other.slot_) { other.drain_ = nullptr; }
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+    InFlight& operator=(InFlight&&) = delete;
+    ~InFlight() {
+      if (drain_) drain_->Exit(slot_);
+    }
+
+   private:
+    friend class DmaSpace;
+    DmaDrain* drain_;
+    uint32_t slot_;
+  };
+  InFlight BeginDma() { return InFlight(drain_); }
+  // The tracker an IOMMU drains at an invalidation (VtdIommu: at a wait descriptor).
+  DmaDrain& drain() { return drain_; }
+
   void SetClient(DmaClient* client) { client_ = client; }
   DmaClient* client() const { return client_; }
 
@@ -139,8 +167,10 @@ class DmaSpace {
   // translation while it transfers (as a DMA engine with its own pipeline does): bytes
   // [offset, offset+len) of the region, `access` kDmaRead (memory → buf) or kDmaWrite (buf →
   // memory), which the region's perms must grant. Besides Read/Write, the only way a device model
-  // reaches guest memory: there is no raw accessor.
-  absl::Status AccessRegion(const DmaRegion& region, uint64_t offset, void* buf, size_t len, uint32_t access);
+  // reaches guest memory: there is no raw accessor. `in_flight` is the bracket the device took on
+  // this space before the Translate that returned `region` and keeps until its last copy.
+  absl::Status AccessRegion(const InFlight& in_flight, const DmaRegion& region, uint64_t offset, void* buf,
+                            size_t len, uint32_t access);
 
  protected:
   PhysMemory& memory() { return memory_; }
@@ -149,6 +179,7 @@ class DmaSpace {
   absl::Status Access(uint64_t iova, uint8_t* buf, size_t len, bool write, const DmaAttrs& attrs, DmaFault* fault);
   PhysMemory& memory_;
   DmaClient* client_ = nullptr;
+  DmaDrain drain_;
 };
 
 // Identity translation with full permissions: what devices see with --iommu=none.

@@ -442,6 +442,9 @@ bool DmaTestDevice::TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf,
       *error = kErrAborted;
       return false;
     }
+    // In flight from the Translate to the last copy of this round: an IOMMU invalidation that
+    // drains (VT-d DRD/DWD) completes only after the copies below.
+    const DmaSpace::InFlight in_flight = space.BeginDma();
     Translation t = space.Translate(addr + done, len - done, request, attrs);
     bool progressed = false;
     for (const DmaRegion& r : t.regions) {
@@ -452,7 +455,7 @@ bool DmaTestDevice::TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf,
         *fault = {DmaFaultKind::kPermission, r.iova, request, job.pasid, 0, false};
         return false;
       }
-      absl::Status s = space.AccessRegion(r, 0, buf + done, n, access);
+      absl::Status s = space.AccessRegion(in_flight, r, 0, buf + done, n, access);
       if (!s.ok()) {
         *fault = {DmaFaultKind::kBadAddress, r.iova, request, job.pasid, 0, false};
         *error = kErrMemory;

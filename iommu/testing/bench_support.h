@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,20 @@
 #include "vmm/guest_memory.h"
 
 namespace ionest::iommu_testing {
+
+// Aborts a benchmark whose setup failed (a benchmark must not measure a broken fixture).
+inline void BenchCheck(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "benchmark setup failed: %s\n", what);
+    std::abort();
+  }
+}
+
+// The i-th address of a scattered walk over `pages` 4 KiB pages from `base` (the order the
+// benchmarks visit their working set in), at offset 0x18 in the page.
+inline uint64_t ScatteredIova(uint64_t base, uint64_t i, uint64_t pages) {
+  return base + ((i * 2654435761u) % pages) * 4096 + 0x18;
+}
 
 // The baseline: an 8-byte PhysMemory read of a scattered page among `pages` 4 KiB pages from 0.
 inline void GuestMemoryRead8(benchmark::State& state, PhysMemory& mem, uint64_t pages) {

@@ -30,6 +30,8 @@ uint64_t VtdProfile::Cap() const {
   cap |= uint64_t{psi} << 39;                           // PSI
   cap |= uint64_t{nfr - 1} << 40;                       // NFR 47:40
   cap |= uint64_t{mamv & 0x3f} << 48;                   // MAMV 53:48
+  cap |= uint64_t{dwd} << 54;                           // DWD
+  cap |= uint64_t{drd} << 55;                           // DRD
   cap |= uint64_t{first_stage && fl1gp} << 56;          // FL1GP
   cap |= uint64_t{fl5lp()} << 60;                       // FL5LP
   return cap;
@@ -115,6 +117,9 @@ absl::StatusOr<VtdProfile> ParseVtdProfile(std::string_view options_in) {
       {"fl1gp", b(&p.fl1gp)},
       {"sllps", b(&p.sl_large_pages)},
       {"rwbf", b(&p.rwbf)},
+      {"drd", b(&p.drd)},
+      {"dwd", b(&p.dwd)},
+      {"drain-timeout-ms", u(&p.drain_timeout_ms, 1, 60000)},
       {"srs", b(&p.srs)},
       {"eafs", b(&p.eafs)},
       {"smpwc", b(&p.smpwc)},

@@ -32,6 +32,12 @@ struct VtdProfile {
   bool fl1gp = true;           // CAP.FL1GP
   bool sl_large_pages = true;  // CAP.SLLPS = 2M|1G
   bool rwbf = false;           // CAP.RWBF
+  // CAP.DRD / CAP.DWD (§11.4.2, §6.5.5): read / write draining. With either on, an invalidation
+  // wait (and a register-based invalidation) completes only after the DMA in flight through the
+  // invalidated translations finished, bounded by drain_timeout_ms (see iommu/vtd/README.md).
+  bool drd = true;
+  bool dwd = true;
+  uint32_t drain_timeout_ms = 1000;
   bool srs = true;             // ECAP.SRS
   bool eafs = false;           // ECAP.EAFS
   bool smpwc = true;           // ECAP.SMPWC
@@ -48,6 +54,7 @@ struct VtdProfile {
   uint64_t Ecap() const;
   bool pasid() const { return scalable_mode && pasid_bits > 0; }
   bool fl5lp() const { return first_stage && aw == 57; }
+  bool drains() const { return drd || dwd; }
 
   // Register layout derived from the profile (§11.4).
   static constexpr uint32_t kFaultRecordOffset = 0x220;  // CAP.FRO × 16
@@ -64,8 +71,8 @@ struct VtdProfile {
 };
 
 // Parses "key=value,..." over the defaults. Keys: sm flts slts nest pasid-bits prs ats aw cm qi ir eim
-// pt c psi fl1gp sllps rwbf srs eafs smpwc slads nfr nd mamv iotlb-entries context-cache-entries
-// pasid-cache-entries irte-cache-entries. Booleans: on/off/true/false/1/0.
+// pt c psi fl1gp sllps rwbf drd dwd drain-timeout-ms srs eafs smpwc slads nfr nd mamv iotlb-entries
+// context-cache-entries pasid-cache-entries irte-cache-entries. Booleans: on/off/true/false/1/0.
 absl::StatusOr<VtdProfile> ParseVtdProfile(std::string_view options);
 
 }  // namespace ionest::vtd

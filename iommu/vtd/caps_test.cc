@@ -10,10 +10,34 @@ using ::testing::HasSubstr;
 
 TEST(CapsTest, DefaultsMatchLinuxExampleProfile) {
   // notes §2 example (computed for one fault recording register).
-  absl::StatusOr<VtdProfile> p = ParseVtdProfile("nfr=1");
+  absl::StatusOr<VtdProfile> p = ParseVtdProfile("nfr=1,drd=off,dwd=off");
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->Cap(), 0x0112008C222F0486ull);
   EXPECT_EQ(p->Ecap(), 0x1ED98A4F00F5Full);
+  // The default also drains (issue 13): DRD (55) and DWD (54) on top of the example.
+  p = ParseVtdProfile("nfr=1");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->Cap(), 0x01D2008C222F0486ull);
+  EXPECT_EQ(p->Ecap(), 0x1ED98A4F00F5Full);
+}
+
+TEST(CapsTest, DrainingIsAdvertisedByDefaultAndCanBeTurnedOff) {
+  absl::StatusOr<VtdProfile> p = ParseVtdProfile("");
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->Cap() & (1ull << 55));  // DRD
+  EXPECT_TRUE(p->Cap() & (1ull << 54));  // DWD
+  EXPECT_TRUE(p->drains());
+  EXPECT_EQ(p->drain_timeout_ms, 1000u);
+  p = ParseVtdProfile("drd=off,dwd=off,drain-timeout-ms=5");
+  ASSERT_TRUE(p.ok());
+  EXPECT_FALSE(p->Cap() & (3ull << 54));
+  EXPECT_FALSE(p->drains());
+  EXPECT_EQ(p->drain_timeout_ms, 5u);
+  p = ParseVtdProfile("dwd=off");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((p->Cap() >> 54) & 3, 2u);  // DRD only: still drains
+  EXPECT_TRUE(p->drains());
+  EXPECT_FALSE(ParseVtdProfile("drain-timeout-ms=0").ok());
 }
 
 TEST(CapsTest, DefaultFields) {

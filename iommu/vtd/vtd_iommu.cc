@@ -274,6 +274,17 @@ void VtdIommu::NotifyInvalidation(const InvDescriptor& d, Outbox& out) {
 
 IqeiCode VtdIommu::FlushInvalidations(Outbox& out) {
   DeliverUnlocked(out);
+  if (drain_pending_) {
+    // §6.5.5: DMA that used a translation invalidated so far must reach memory before the wait's
+    // status write / interrupt (or IVT/ICC clearing). Waited for with mu_ dropped: in-flight DMA
+    // may need it (Translate). queue_busy_ keeps other threads out of the queue meanwhile.
+    drain_pending_ = false;
+    ++stats_.dma_drains;
+    mu_.Unlock();
+    const bool drained = DrainDma();
+    mu_.Lock();
+    if (!drained) ++stats_.dma_drain_timeouts;
+  }
   if (forward_batch_.empty()) return kIqeiNone;
   std::vector<ForwardedDescriptor> batch;
   std::swap(batch, forward_batch_);
@@ -294,6 +305,21 @@ IqeiCode VtdIommu::FlushInvalidations(Outbox& out) {
   // The descriptor the host refused is reported as invalid (IQEI 4); the guest sees IQE at it.
   regs_.Set(kIqhReg, *batch[*refused].head);
   return kIqeiReservedField;
+}
+
+bool VtdIommu::DrainDma() {
+  std::vector<DmaSpace*> spaces;
+  {
+    absl::MutexLock l(&spaces_mu_);
+    spaces.reserve(spaces_.size());
+    for (auto& [rid, space] : spaces_) spaces.push_back(space.get());  // spaces live as long as this
+  }
+  // One bound for the whole drain: a device that never finishes its DMA cannot hold the vCPU
+  // longer than drain_timeout_ms; the wait then completes anyway (counted in dma_drain_timeouts).
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(profile_.drain_timeout_ms);
+  bool drained = true;
+  for (DmaSpace* space : spaces) drained = space->drain().Drain(deadline) && drained;
+  return drained;
 }
 
 void VtdIommu::RecordExternalFault(const FaultInfo& info, const TableFault& fault) {
@@ -368,6 +394,19 @@ void VtdIommu::RespondToDevice(uint16_t rid, const PageResponse& response, Outbo
 }
 
 IqeiCode VtdIommu::ExecuteDescriptor(const InvDescriptor& d, Outbox& out) {
+  switch (d.type()) {
+    case kDescContextCache:
+    case kDescIotlb:
+    case kDescPasidIotlb:
+    case kDescPasidCache:
+      // Everything that can take a translation away drains (over-draining is harmless; the
+      // descriptors' DR/DW hints are not needed to decide). Device-TLB invalidations are the
+      // device's own fence (its ATC access lock, PCIe §10.3.1).
+      if (profile_.drains()) drain_pending_ = true;
+      break;
+    default:
+      break;
+  }
   switch (d.type()) {
     case kDescContextCache:
       InvalidateContexts(d.granularity(), d.did(), d.cc_sid(), d.cc_fm(), out);
@@ -450,6 +489,7 @@ void VtdIommu::RegisterContextInvalidation(Outbox& out) {
   uint8_t actual = g;
   if (g != 0) {
     InvalidateContexts(g, v & 0xffff, (v >> 16) & 0xffff, (v >> 32) & 3, out);
+    if (profile_.drains()) drain_pending_ = true;
     InvDescriptor d;
     d.qw[0] = kDescContextCache | (uint64_t{g} << 4) | ((v & 0xffff) << 16) | (((v >> 16) & 0xffff) << 32) |
               (((v >> 32) & 3) << 48);
@@ -476,6 +516,7 @@ void VtdIommu::RegisterIotlbInvalidation(Outbox& out) {
     iotlb_.InvalidatePages(did, std::nullopt, iva & ~uint64_t{0xfff}, am, iva & (1u << 6));
   }
   if (actual != 0) {
+    if (profile_.drains()) drain_pending_ = true;  // IOTLB_REG.DR/DW (bits 49/48) hint it; we always drain
     InvDescriptor d;
     d.qw[0] = kDescIotlb | (uint64_t{actual} << 4) | (uint64_t{did} << 16);
     d.qw[1] = iva & ~uint64_t{0xf80};

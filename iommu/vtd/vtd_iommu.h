@@ -82,6 +82,8 @@ struct VtdStats {
   uint64_t wait_write_failures = 0;
   uint64_t forward_batches = 0;   // batches handed to listeners
   uint64_t forward_refusals = 0;  // batches a listener refused (IQE reported)
+  uint64_t dma_drains = 0;          // waits / register invalidations that drained DMA in flight
+  uint64_t dma_drain_timeouts = 0;  // drains that gave up at drain_timeout_ms (DMA still in flight)
   size_t context_cache = 0;
   size_t pasid_cache = 0;
   size_t iotlb = 0;
@@ -170,6 +172,9 @@ class VtdIommu final : public IoDevice, public MsiSink, public DmaSpaceProvider 
   void Deliver(Outbox& out) ABSL_LOCKS_EXCLUDED(mu_);
   // Drops mu_ to deliver the outbox, then retakes it (used before wait descriptors).
   void DeliverUnlocked(Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits for the DMA in flight on every space (§6.5.5), at most drain_timeout_ms. Returns false at
+  // the bound. Must not hold mu_: in-flight DMA translates (takes mu_) between Enter and Exit.
+  bool DrainDma() ABSL_LOCKS_EXCLUDED(mu_, spaces_mu_);
   DmaClient* ClientOf(uint16_t rid) ABSL_LOCKS_EXCLUDED(spaces_mu_);
 
   PhysMemory& memory_;
@@ -190,6 +195,10 @@ class VtdIommu final : public IoDevice, public MsiSink, public DmaSpaceProvider 
   IrtConfig irt_ ABSL_GUARDED_BY(mu_);
   bool queue_busy_ ABSL_GUARDED_BY(mu_) = false;   // one thread processes the queue at a time
   bool queue_rekick_ ABSL_GUARDED_BY(mu_) = false;
+  // An invalidation that can remove translations ran since the last drain (CAP.DRD/DWD on): the
+  // next FlushInvalidations (before a wait descriptor, at the end of queue processing, after a
+  // register-based invalidation) drains the DMA in flight before the guest can see completion.
+  bool drain_pending_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<VtdListener*> listeners_ ABSL_GUARDED_BY(mu_);
   struct ForwardedDescriptor {
     InvDescriptor descriptor;
