@@ -277,7 +277,8 @@ IqeiCode VtdIommu::FlushInvalidations(Outbox& out) {
   if (drain_pending_) {
     // §6.5.5: DMA that used a translation invalidated so far must reach memory before the wait's
     // status write / interrupt (or IVT/ICC clearing). Waited for with mu_ dropped: in-flight DMA
-    // may need it (Translate). queue_busy_ keeps other threads out of the queue meanwhile.
+    // may need it (Translate). During queue processing queue_busy_ keeps other threads out of the
+    // queue meanwhile; Process re-checks IQH/IQE after Flush as it does for listeners.
     drain_pending_ = false;
     ++stats_.dma_drains;
     mu_.Unlock();
