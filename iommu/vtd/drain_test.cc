@@ -132,6 +132,35 @@ TEST(DrainTest, WithoutDrainingTheCopyOutlivesTheWait) {
   EXPECT_TRUE(violated);
 }
 
+// Register-based invalidation (IOTLB_REG, §11.4.8.1): IVT clears only after the DMA in flight
+// through the old translation finished (Linux sets IOTLB_REG.DR/DW when CAP.DRD/DWD are set).
+TEST(DrainTest, RegisterBasedInvalidationClearsIvtOnlyAfterTheCopy) {
+  Bench b("");
+  std::atomic<bool> translated{false}, copy_done{false};
+  std::thread device([&] {
+    DmaSpace& space = b.env->iommu->ForRequester(kRid);
+    const DmaSpace::InFlight dma = space.BeginDma();
+    Translation t = space.Translate(kIova, 4096, kDmaWrite, {});
+    ASSERT_FALSE(t.fault);
+    translated = true;
+    uint8_t chunk[kChunk];
+    std::memset(chunk, kDeviceByte, sizeof(chunk));
+    for (int i = 0; i < kChunks; ++i) {
+      absl::SleepFor(absl::Milliseconds(2));
+      ASSERT_TRUE(space.AccessRegion(dma, t.regions[0], i * kChunk, chunk, kChunk, kDmaWrite).ok());
+    }
+    copy_done = true;
+  });
+  while (!translated) std::this_thread::yield();
+  const uint32_t iotlb = b.env->iommu->profile().iotlb_offset();
+  const uint64_t drains = b.env->iommu->stats().dma_drains;  // the bring-up's invalidations drained too
+  b.env->iommu->WriteRegister(iotlb, (1ull << 63) | (1ull << 60) | (1ull << 49) | (1ull << 48));  // IVT, global, DR, DW
+  EXPECT_TRUE(copy_done.load());
+  EXPECT_EQ(b.env->iommu->ReadRegister(iotlb) >> 63, 0u);  // IVT clear: the invalidation completed
+  device.join();
+  EXPECT_EQ(b.env->iommu->stats().dma_drains, drains + 1);
+}
+
 // A device that never finishes its DMA cannot hang the vCPU: the wait completes at the bound
 // (drain-timeout-ms) and the timeout is counted.
 TEST(DrainTest, StuckDmaIsBoundedByTheDrainTimeout) {
