@@ -1,5 +1,6 @@
 # arm-smmu-v3 probed ionest's SMMUv3 from the device tree (no error, its interrupts as ITS MSIs) and
 # put the virtio-blk function (00:01.0, StreamID 0x8 by the PCIe host's iommu-map) in a DMA domain.
+. /lib/ionest/iommu-group.sh
 ktap_sub_plan 5
 dmesg >/tmp/dmesg.txt
 grep -E 'arm-smmu-v3 [0-9a-f]+\.smmuv3: ' /tmp/dmesg.txt >/tmp/smmu.txt
@@ -20,16 +21,5 @@ if grep -q 'arm-smmu-v3-evtq' /proc/interrupts && grep -q 'arm-smmu-v3-gerror' /
 else
 	ktap_sub_fail evtq_and_gerror_msis "no arm-smmu-v3-evtq/gerror interrupts: $(grep -i smmu /proc/interrupts)"
 fi
-blk=/sys/bus/pci/devices/0000:00:01.0
-if [ -e "$blk/iommu_group" ]; then
-	ktap_sub_ok virtio_blk_in_group
-else
-	ktap_sub_fail virtio_blk_in_group "$blk has no iommu_group (iommu-map not applied?)"
-fi
-group=$(readlink "$blk/iommu_group" 2>/dev/null)
-type=$(cat "/sys/kernel/iommu_groups/${group##*/}/type" 2>/dev/null)
-case "$type" in
-DMA | DMA-FQ) ktap_sub_ok dma_api_domain ;;
-*) ktap_sub_fail dma_api_domain "group ${group##*/} type '$type', expected DMA or DMA-FQ" ;;
-esac
+ktap_dma_domain_checks 0000:00:01.0 virtio_blk
 ktap_sub_done
