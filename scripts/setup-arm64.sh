@@ -32,7 +32,7 @@ updated=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   echo "setup-arm64: dpkg --add-architecture arm64"
   "${sudo[@]}" dpkg --add-architecture arm64
-  apt_get update -qq
+  apt_get update -qq || skip "apt-get update failed after dpkg --add-architecture arm64 (no arm64 packages reachable?)"
   updated=1
 fi
 
@@ -54,7 +54,7 @@ for p in "${packages[@]}"; do
 done
 if ((${#missing[@]} > 0)); then
   echo "setup-arm64: installing ${missing[*]}"
-  ((updated)) || apt_get update -qq
+  ((updated)) || apt_get update -qq || skip "apt-get update failed (no Debian package registry reachable?)"
   updated=1
   if ! apt_get install -y -qq --no-install-recommends "${missing[@]}"; then
     skip "could not install: ${missing[*]} (Debian 12 with the arm64 architecture enabled is required)"
@@ -68,7 +68,7 @@ bb="$cache/arm64/busybox/bin/busybox"
 if [[ ! -x "$bb" ]]; then
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
-  ((updated)) || apt_get update -qq
+  ((updated)) || apt_get update -qq || skip "apt-get update failed (no Debian package registry reachable?)"
   (cd "$tmp" && apt-get download -qq busybox-static:arm64) || skip "apt-get download busybox-static:arm64 failed"
   rm -rf "$cache/arm64/busybox"
   mkdir -p "$cache/arm64/busybox"
