@@ -163,6 +163,10 @@ if [ "$passthrough_disk" = 1 ]; then
     pt_fail "no /dev/vfio/devices/vfioN for $pt_bdf (vfio-dev: '\$cdev'; CONFIG_VFIO_DEVICE_CDEV?)"
   echo "arm64-host: passthrough: $pt_bdf bound to vfio-pci (driver_override, unbind from \$drv, drivers_probe), /dev/vfio/devices/\$cdev, /dev/iommu present"
 fi
+# From here on the console carries the nested guest's output (KTAP the runner parses): the host's own
+# kernel messages (e.g. "hrtimer: interrupt took ...") would land in the middle of its lines. They
+# stay in the host's dmesg; only emergencies still reach the console.
+echo 1 >/proc/sys/kernel/printk
 echo "arm64-host: running $(printf '%s' "$cmd" | sed 's/[$`\\"]/\\&/g')"
 $cmd
 rc=\$?
