@@ -172,10 +172,13 @@ arm64-kernel: arm64-setup
 	if [[ "$(ARM64_KERNEL)" == debian ]]; then guest-tests/arm64/fetch-debian-kernel.sh; \
 	else JOBS=$(ARM64_JOBS) NICE=10 guest-tests/arm64/build-kernel.sh; fi
 
-# The arm64 suites' initramfs images (arm64 busybox, the arm64 kselftests): $(INITRD_DIR)/arm64/<suite>.cpio.
+# The arm64 suites' initramfs images (arm64 busybox, the arm64 kselftests, guest modules and programs):
+# $(INITRD_DIR)/arm64/<suite>.cpio.
 arm64-initramfs: arm64-kernel
 	ARCH=arm64 guest-tests/kselftests/build-kselftests.sh
 	ARCH=arm64 guest-tests/pcitest/build-pcitest.sh
+	ARCH=arm64 guest-tests/modules/build-modules.sh
+	ARCH=arm64 guest-tests/programs/build-programs.sh
 	mkdir -p $(INITRD_DIR)/arm64
 	for s in $(ARM64_SUITES); do \
 	  BUSYBOX=$(ARM64_BUSYBOX) guest-tests/initramfs/build-initramfs.sh -o $(INITRD_DIR)/arm64/$$s.cpio \

@@ -6,6 +6,8 @@
 #
 # Cache OUTSIDE the repo, separate from the x86 kernel's: ${IONEST_CACHE:-~/.cache/ionest}/arm64/
 #   kernel/<key>/{Image,.config,System.map,headers/,tree.env}   one finished build; kernel/current -> <key>
+#     tree.env: KSRC/KOBJ/KEY of the object tree that out-of-tree modules build against
+#     (ARCH=arm64 guest-tests/modules/build-modules.sh); valid while $obj holds this key's .config
 #   headers -> kernel/<key>/headers            its uAPI headers (guest-tests/kselftests, ARCH=arm64)
 #   src/<srckey>/, obj/<srckey>/              unpacked tree + objects
 # <key> = sha256(fragment, source version): a second run with the same inputs is a no-op.
@@ -36,19 +38,41 @@ src="$cache/src/$srckey"
 obj="$cache/obj/$srckey"
 mkdir -p "$cache/kernel" "$cache/src" "$cache/obj"
 
+kmake() { nice -n "$nice_level" make -C "$src" O="$obj" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- "$@"; }
+
+# Out-of-tree modules build against $obj: modules_prepare's outputs and a Module.symvers (no in-tree
+# modules, so it is vmlinux.symvers). Called with the tree's lock held.
+prepare_module_tree() {
+  if [[ ! -f "$obj/vmlinux.symvers" ]] || ! cmp -s "$obj/.config" "$out/.config"; then
+    log "module tree: $obj does not hold this build ($key); to build modules: rm $out/.complete and rerun"
+    return 0
+  fi
+  if [[ ! -x "$obj/scripts/mod/modpost" || ! -f "$obj/Module.symvers" ||
+        "$obj/vmlinux.symvers" -nt "$obj/Module.symvers" ]]; then
+    log "module tree: modules_prepare + Module.symvers in $obj"
+    kmake -s modules_prepare > "$obj/modules_prepare.log" 2>&1 ||
+      { tail -n 20 "$obj/modules_prepare.log"; die "modules_prepare failed (log: $obj/modules_prepare.log)"; }
+    cp "$obj/vmlinux.symvers" "$obj/Module.symvers.tmp" && mv "$obj/Module.symvers.tmp" "$obj/Module.symvers"
+  fi
+  printf 'KSRC=%s\nKOBJ=%s\nKEY=%s\n' "$src" "$obj" "$key" > "$out/tree.env.tmp"
+  mv "$out/tree.env.tmp" "$out/tree.env"
+}
+
 publish() {
   ln -sfn "$key" "$cache/kernel/.current.tmp" && mv -T "$cache/kernel/.current.tmp" "$cache/kernel/current"
   ln -sfn "kernel/$key/headers" "$cache/.headers.tmp" && mv -T "$cache/.headers.tmp" "$cache/headers"
   log "kernel: $cache/kernel/current/Image"
+  prepare_module_tree
 }
+
+exec 9>"$cache/src/$srckey.lock"
+flock 9
 if [[ -f "$out/.complete" && -f "$out/headers/include/linux/iommufd.h" ]]; then
   log "cached build $key is up to date (no-op)"
   publish
   exit 0
 fi
 
-exec 9>"$cache/src/$srckey.lock"
-flock 9
 if [[ ! -f "$src/.ionest-ready" ]]; then
   log "extracting $tarball ($src_version) -> $src"
   rm -rf "$src" "$obj"
@@ -57,12 +81,10 @@ if [[ ! -f "$src/.ionest-ready" ]]; then
   touch "$src/.ionest-ready"
 fi
 mkdir -p "$obj"
-kmake() { nice -n "$nice_level" make -C "$src" O="$obj" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- "$@"; }
 
 if [[ -f "$out/.complete" ]]; then
   log "cached build $key has no uAPI headers: installing them"
   kmake -s headers_install INSTALL_HDR_PATH="$out/headers" >/dev/null
-  echo "KSRC=\"$src\"" > "$out/tree.env"
   publish
   exit 0
 fi
@@ -101,7 +123,6 @@ cp "$obj/arch/arm64/boot/Image" "$obj/System.map" "$obj/.config" "$out.tmp/"
 cp "$fragment" "$out.tmp/kernel.config"
 log "installing uAPI headers (for the arm64 kselftests)"
 kmake -s headers_install INSTALL_HDR_PATH="$out.tmp/headers" >/dev/null
-echo "KSRC=\"$src\"" > "$out.tmp/tree.env"
 echo "source: $src_version; Image build $((SECONDS - build_start)) s with -j$jobs" > "$out.tmp/inputs.txt"
 touch "$out.tmp/.complete"
 rm -rf "$out"

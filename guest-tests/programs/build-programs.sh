@@ -2,20 +2,27 @@
 # Builds every guest-tests/programs/<name>.c as a static guest program into
 # $IONEST_CACHE/guest-bin/<name> (gcc -static -O2, kernel uAPI headers from the cached kernel
 # build, guest-tests/modules/*/ for shared ioctl headers). Idempotent: rebuilt only when the
-# source, a shared header or the headers changed. Env: IONEST_CACHE, CC.
+# source, a shared header or the headers changed. Env: IONEST_CACHE, CC, ARCH (x86_64, the default,
+# or arm64: aarch64-linux-gnu-gcc and the arm64 kernel's headers, into $IONEST_CACHE/arm64/guest-bin).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${IONEST_CACHE:-$HOME/.cache/ionest}"
-out="$cache/guest-bin"
-hdr="$cache/headers/include"
-cc="${CC:-gcc}"
 log() { printf '[build-programs] %s\n' "$*"; }
 die() { log "ERROR: $*"; exit 1; }
+case "${ARCH:-x86_64}" in
+  x86_64 | x86) cc="${CC:-gcc}" libc=/usr/lib/x86_64-linux-gnu/libc.a kernel_script=guest-tests/build-kernel.sh ;;
+  arm64 | aarch64)
+    cache="$cache/arm64" cc="${CC:-aarch64-linux-gnu-gcc}" libc=/usr/aarch64-linux-gnu/lib/libc.a
+    kernel_script="guest-tests/arm64/build-kernel.sh (make arm64-kernel)" ;;
+  *) die "ARCH=${ARCH}: x86_64 or arm64" ;;
+esac
+out="$cache/guest-bin"
+hdr="$cache/headers/include"
 
-[[ -d "$hdr/linux" ]] || die "$hdr missing: run guest-tests/build-kernel.sh (it installs the uAPI headers)"
-command -v "$cc" >/dev/null || die "$cc not found (apt-get install gcc)"
-[[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || die "static glibc missing (apt-get install libc6-dev)"
+[[ -d "$hdr/linux" ]] || die "$hdr missing: run $kernel_script (it installs the uAPI headers)"
+command -v "$cc" >/dev/null || die "$cc not found (scripts/setup-arm64.sh installs the cross compiler; apt-get install gcc)"
+[[ -f "$libc" ]] || die "static glibc missing: $libc (apt-get install libc6-dev, or libc6-dev-arm64-cross)"
 mkdir -p "$out"
 
 shopt -s nullglob

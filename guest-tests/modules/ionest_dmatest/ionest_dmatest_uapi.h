@@ -17,13 +17,7 @@
 #ifndef IONEST_DMATEST_UAPI_H
 #define IONEST_DMATEST_UAPI_H
 
-#ifdef __KERNEL__
-#include <linux/types.h>
-#else
-#include <stdint.h>
-typedef uint32_t __u32;
-typedef uint64_t __u64;
-#endif
+#include <linux/types.h> /* __u32/__u64: the kernel's, or its uAPI headers' in user space */
 #include <linux/ioctl.h>
 
 /* Device operations (devices/testdev/dma_test_device_regs.h, enum Op). */
