@@ -350,6 +350,31 @@ static void evt_drain(struct hostile *h)
 	wr(h, SMMU_EVTQ_CONS, h->evt_cons);
 }
 
+/* ---- queue bases ---- */
+
+/* Points the command or event queue at `base` with PROD = CONS = 0 (its CR0 enable must be off). */
+static void queue_program(struct hostile *h, bool cmdq, u64 base)
+{
+	wr64(h, cmdq ? SMMU_CMDQ_BASE : SMMU_EVTQ_BASE, base | (cmdq ? CMDQ_LOG2 : EVTQ_LOG2));
+	wr(h, cmdq ? SMMU_CMDQ_PROD : SMMU_EVTQ_PROD, 0);
+	wr(h, cmdq ? SMMU_CMDQ_CONS : SMMU_EVTQ_CONS, 0);
+	if (cmdq)
+		h->cmd_prod = 0;
+	else
+		h->evt_cons = 0;
+}
+
+/* The same on a running SMMU: that queue off, global errors acknowledged, base changed, back on. */
+static bool queue_rebase(struct hostile *h, bool cmdq, u64 base)
+{
+	const u32 all = CR0_CMDQEN | CR0_EVTQEN | CR0_SMMUEN;
+	bool ok = cr0_set(h, all & ~(cmdq ? CR0_CMDQEN : CR0_EVTQEN));
+
+	wr(h, SMMU_GERRORN, rd(h, SMMU_GERROR));
+	queue_program(h, cmdq, base);
+	return cr0_set(h, all) && ok;
+}
+
 /* ---- DMA from the dmatest function ---- */
 
 struct job {
@@ -456,14 +481,8 @@ static bool smmu_setup(struct hostile *h)
 	wr(h, SMMU_CR1, 0xd75);
 	wr64(h, SMMU_STRTAB_BASE, h->strtab.dma);
 	wr(h, SMMU_STRTAB_BASE_CFG, h->strtab_log2); /* linear */
-	wr64(h, SMMU_CMDQ_BASE, h->cmdq.dma | CMDQ_LOG2);
-	wr(h, SMMU_CMDQ_PROD, 0);
-	wr(h, SMMU_CMDQ_CONS, 0);
-	h->cmd_prod = 0;
-	wr64(h, SMMU_EVTQ_BASE, h->evtq.dma | EVTQ_LOG2);
-	wr(h, SMMU_EVTQ_PROD, 0);
-	wr(h, SMMU_EVTQ_CONS, 0);
-	h->evt_cons = 0;
+	queue_program(h, true, h->cmdq.dma);
+	queue_program(h, false, h->evtq.dma);
 	ok = ok && rd(h, SMMU_IRQ_CTRLACK) == (IRQ_CTRL_GERROR | IRQ_CTRL_EVTQ);
 	ok = ok && cr0_set(h, CR0_CMDQEN) && invalidate_all(h);
 	ok = ok && cr0_set(h, CR0_CMDQEN | CR0_EVTQEN) && cr0_set(h, CR0_CMDQEN | CR0_EVTQEN | CR0_SMMUEN);
@@ -522,26 +541,14 @@ static void cmdq_fetch_abort(struct hostile *h)
 	int rc = -1;
 
 	WRITE_ONCE(*msi_word(h, MSI_GERROR), 0);
-	if (cr0_set(h, CR0_EVTQEN | CR0_SMMUEN)) {
-		wr64(h, SMMU_CMDQ_BASE, nowhere | CMDQ_LOG2);
-		wr(h, SMMU_CMDQ_PROD, 0);
-		wr(h, SMMU_CMDQ_CONS, 0);
-		h->cmd_prod = 0;
-		if (cr0_set(h, CR0_CMDQEN | CR0_EVTQEN | CR0_SMMUEN)) {
-			h->cmd_prod = 1;
-			rc = cmd_kick_wait(h, 0);
-			cons = rd(h, SMMU_CMDQ_CONS);
-			err = (cons >> 24) & 0x7f;
-			stopped = rc == -EIO && (cons & q_ptr_mask(CMDQ_LOG2)) == 0 && err == CERROR_ABT;
-		}
+	if (queue_rebase(h, true, nowhere)) {
+		h->cmd_prod = 1; /* one (unreadable) command */
+		rc = cmd_kick_wait(h, 0);
+		cons = rd(h, SMMU_CMDQ_CONS);
+		err = (cons >> 24) & 0x7f;
+		stopped = rc == -EIO && (cons & q_ptr_mask(CMDQ_LOG2)) == 0 && err == CERROR_ABT;
 	}
-	restored = cr0_set(h, CR0_EVTQEN | CR0_SMMUEN);
-	wr(h, SMMU_GERRORN, rd(h, SMMU_GERROR));
-	wr64(h, SMMU_CMDQ_BASE, h->cmdq.dma | CMDQ_LOG2);
-	wr(h, SMMU_CMDQ_PROD, 0);
-	wr(h, SMMU_CMDQ_CONS, 0);
-	h->cmd_prod = 0;
-	restored = restored && cr0_set(h, CR0_CMDQEN | CR0_EVTQEN | CR0_SMMUEN) && invalidate_all(h);
+	restored = queue_rebase(h, true, h->cmdq.dma) && invalidate_all(h);
 	report(h, stopped && READ_ONCE(*msi_word(h, MSI_GERROR)) == GERROR_COOKIE && restored, "cmdq_fetch_abort",
 	       "base=0x%llx rc=%d cons=0x%x err=%u (want %u) gerror_msi=0x%x restored=%d", nowhere, rc, cons, err,
 	       CERROR_ABT, READ_ONCE(*msi_word(h, MSI_GERROR)), restored);
@@ -608,22 +615,11 @@ static void evtq_write_abort(struct hostile *h)
 	struct job j = {};
 
 	WRITE_ONCE(*msi_word(h, MSI_GERROR), 0);
-	if (cr0_set(h, CR0_CMDQEN | CR0_SMMUEN)) {
-		wr64(h, SMMU_EVTQ_BASE, nowhere | EVTQ_LOG2);
-		wr(h, SMMU_EVTQ_PROD, 0);
-		wr(h, SMMU_EVTQ_CONS, 0);
-		if (cr0_set(h, CR0_CMDQEN | CR0_EVTQEN | CR0_SMMUEN)) {
-			j = dma_read(h, MAPPED_IOVA, 0); /* STE still V=0 */
-			active = gerror_active(h, GERROR_EVTQ_ABT_ERR);
-		}
+	if (queue_rebase(h, false, nowhere)) {
+		j = dma_read(h, MAPPED_IOVA, 0); /* STE still V=0 */
+		active = gerror_active(h, GERROR_EVTQ_ABT_ERR);
 	}
-	restored = cr0_set(h, CR0_CMDQEN | CR0_SMMUEN);
-	wr(h, SMMU_GERRORN, rd(h, SMMU_GERROR));
-	wr64(h, SMMU_EVTQ_BASE, h->evtq.dma | EVTQ_LOG2);
-	wr(h, SMMU_EVTQ_PROD, 0);
-	wr(h, SMMU_EVTQ_CONS, 0);
-	h->evt_cons = 0;
-	restored = restored && cr0_set(h, CR0_CMDQEN | CR0_EVTQEN | CR0_SMMUEN) && !gerror_active(h, GERROR_EVTQ_ABT_ERR);
+	restored = queue_rebase(h, false, h->evtq.dma) && !gerror_active(h, GERROR_EVTQ_ABT_ERR);
 	report(h, active && job_faulted(&j) && !(j.fault_info & DT_FI_RECORDED) &&
 		  READ_ONCE(*msi_word(h, MSI_GERROR)) == GERROR_COOKIE && restored,
 	       "evtq_write_abort", "base=0x%llx status=0x%llx fault_info=0x%llx evtq_abt_err=%d gerror_msi=0x%x restored=%d",
