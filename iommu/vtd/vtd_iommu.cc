@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "iommu/vtd/events.h"
 #include "iommu/vtd/register_map.h"
+#include "iommu/vtd/vtd_trace.h"
 
 namespace ionest::vtd {
 
@@ -474,10 +475,21 @@ IqeiCode VtdIommu::ExecuteDescriptor(const InvDescriptor& d, Outbox& out) {
                                    : PageResponseCode::kResponseFailure;
       RespondToDevice(r.rid, r, out);
       for (VtdListener* l : listeners_) out.calls.push_back([l, r] { l->OnPageResponse(r); });
+      if (trace::On(trace::kPageRequest)) {
+        trace::Emit(trace::kPageRequest, "vtd", "page-response",
+                    {trace::Rid("rid", r.rid), trace::OptDec("pasid", r.pasid), trace::Dec("group", r.group_index),
+                     trace::Dec("code", d.pgr_code()), trace::Str("result", trace::ResponseCodeName(r.code))});
+      }
       break;
     }
     default:
       return kIqeiInvalidType;  // ValidateDescriptor filtered these already
+  }
+  if (trace::On(trace::kCommand)) {
+    trace::Emit(trace::kCommand, "vtd", "qi",
+                {trace::Hex("head", queue_busy_ ? queue_.current_head() : 0), trace::Dec("type", d.type()),
+                 trace::Str("name", DescriptorTypeName(d.type())), trace::Dec("g", d.granularity()),
+                 trace::Dec("did", d.did()), trace::Hex("qw0", d.qw[0]), trace::Hex("qw1", d.qw[1])});
   }
   NotifyInvalidation(d, out);
   return kIqeiNone;
@@ -531,11 +543,19 @@ void VtdIommu::RegisterIotlbInvalidation(Outbox& out) {
 // DMA remapping.
 
 bool VtdIommu::RecordFault(const TableFault& fault, const FaultInfo& info, Outbox& out) {
-  if (fault.qualified && fault.fpd) {  // §7.2.1: FPD suppresses recording of qualified faults
-    ++stats_.faults_suppressed;
-    return false;
+  const bool suppressed = fault.qualified && fault.fpd;  // §7.2.1: FPD suppresses qualified faults
+  const bool recorded = !suppressed && faults_.Record(info, out);
+  if (suppressed) ++stats_.faults_suppressed;
+  if (trace::On(trace::kFault)) {
+    static constexpr std::string_view kType[] = {"write", "read", "page-request"};
+    trace::Emit(trace::kFault, "vtd", "fault",
+                {trace::Rid("rid", info.sid), trace::OptDec("pasid", info.pasid), trace::Hex("addr", info.addr),
+                 trace::Str("type", kType[static_cast<int>(info.type)]), trace::Dec("exec", info.exec),
+                 trace::Dec("priv", info.priv), trace::Dec("at", info.at), trace::Hex("reason", info.reason),
+                 trace::Str("name", FaultReasonName(info.reason)),
+                 trace::Str("result", suppressed ? "suppressed-fpd" : recorded ? "recorded" : "overflow")});
   }
-  return faults_.Record(info, out);
+  return recorded;
 }
 
 Translation VtdIommu::TranslateFor(uint16_t rid, uint64_t iova, uint64_t len, uint32_t access,
@@ -671,6 +691,12 @@ absl::Status VtdIommu::PageRequestFor(const PageRequest& req, std::optional<std:
         fault = TableFault{kSmPasidDisabled, false, c.entry->fpd};
       }
     }
+    if (trace::On(trace::kPageRequest)) {
+      trace::Emit(trace::kPageRequest, "vtd", "page-request",
+                  {trace::Rid("rid", req.rid), trace::OptDec("pasid", req.pasid), trace::Hex("addr", req.addr),
+                   trace::Access("access", req.access), trace::Dec("group", req.group_index & 0x1ff),
+                   trace::Dec("last", req.last), trace::Str("result", fault ? "fault" : "queue")});
+    }
     if (fault) {
       fi.reason = fault->reason;
       RecordFault(*fault, fi, out);
@@ -693,6 +719,10 @@ absl::Status VtdIommu::PageRequestFor(const PageRequest& req, std::optional<std:
         case PageRequestOutcome::kOverflow:
           // §7.5.1: on overflow hardware answers the last request of a group with Success; the
           // device retries the access (and faults again if the page is still missing).
+          if (trace::On(trace::kPageRequest)) {
+            trace::Emit(trace::kPageRequest, "vtd", "prq-overflow",
+                        {trace::Rid("rid", req.rid), trace::Dec("group", d.group_index), trace::Dec("last", req.last)});
+          }
           auto_response.code = PageResponseCode::kSuccess;
           if (req.last) RespondToDevice(req.rid, auto_response, out);
           break;
@@ -716,9 +746,22 @@ absl::Status VtdIommu::SendMsi(const MsiMessage& msi) {
     absl::MutexLock l(&mu_);
     if (!(regs_.Get(kGstsReg) & kGcmdIre)) {
       deliver = msi;  // remapping disabled: interrupts pass through
+      if (trace::On(trace::kInterrupt)) {
+        trace::Emit(trace::kInterrupt, "vtd", "ir",
+                    {trace::Rid("sid", msi.requester_id), trace::Hex("addr", msi.address), trace::Hex("data", msi.data),
+                     trace::Str("result", "passthrough-ire-off")});
+      }
     } else {
       bool compat_ok = regs_.Get(kGstsReg) & kGcmdCfi;
       RemapResult r = remapper_.Remap(memory_, irt_, compat_ok, msi);
+      if (trace::On(trace::kInterrupt)) {
+        trace::Emit(trace::kInterrupt, "vtd", "ir",
+                    {trace::Rid("sid", msi.requester_id), trace::Hex("addr", msi.address), trace::Hex("data", msi.data),
+                     trace::Dec("index", r.index), trace::Str("result", r.message ? "remapped" : "blocked"),
+                     trace::Hex("out_addr", r.message ? r.message->address : 0),
+                     trace::Hex("out_data", r.message ? r.message->data : 0), trace::Hex("reason", r.fault.reason),
+                     trace::Str("name", r.message ? "" : FaultReasonName(r.fault.reason))});
+      }
       if (r.message) {
         deliver = r.message;
         ++stats_.interrupts_remapped;

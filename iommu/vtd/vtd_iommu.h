@@ -34,6 +34,7 @@
 #include "iommu/vtd/invalidation_queue.h"
 #include "iommu/vtd/page_request.h"
 #include "iommu/vtd/registers.h"
+#include "iommu/trace.h"
 #include "iommu/vtd/translate.h"
 #include "vmm/guest_memory.h"
 
@@ -130,6 +131,10 @@ class VtdIommu final : public IoDevice, public MsiSink, public DmaSpaceProvider 
   void RemoveListener(VtdListener* listener) ABSL_LOCKS_EXCLUDED(mu_);
 
   VtdStats stats() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // `--dump-tables`: root/context/PASID entries of one requester and, with an IOVA, the walk the
+  // model would do for it (vtd_trace.cc). Reads guest memory only; bounded output.
+  std::string DumpTables(const trace::DumpRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Platform reset (guest reboot): registers to reset values, every cache emptied, translation and
   // remapping off. DmaSpaces, their clients and listeners stay attached.
