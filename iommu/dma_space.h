@@ -100,6 +100,9 @@ struct PageResponse {
   std::optional<uint32_t> pasid;
   uint16_t group_index = 0;
   PageResponseCode code = PageResponseCode::kSuccess;
+  // The answer to a stalled transaction (DmaFaultKind::kStalled; SMMUv3 CMD_RESUME / CMD_STALL_TERM,
+  // IHI0070 §4.7.2-4.7.3), not to a page request: group_index is the STAG, kSuccess = retry.
+  bool stall = false;
 };
 
 // What the IOMMU tells a device (PCIe ATS invalidations and PRG responses). Called on the IOMMU's
@@ -128,6 +131,11 @@ class DmaSpace {
   virtual absl::Status SendPageRequest(const PageRequest& request) {
     return absl::FailedPreconditionError("this DMA space does not accept page requests");
   }
+  // The device stopped waiting for the answer to its stalled transaction `stag` (its own completion
+  // timeout, an abort or a reset): the IOMMU drops the held transaction without an answer, so a
+  // guest that never resumes cannot keep its stall slots (SMMUv3 IDR5.STALL_MAX) forever. A later
+  // CMD_RESUME naming it is ignored. Default: nothing is ever held.
+  virtual void AbandonStall(uint16_t stag) {}
 
   // One DMA in flight on this space, from before its Translate until its last copy (RAII; cheap:
   // two atomic operations, no lock). Take it on the stack around Translate + AccessRegion.

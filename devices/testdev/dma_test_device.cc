@@ -19,7 +19,7 @@ struct RegDef {
   uint64_t rw1c;  // write-1-to-clear bits
 };
 // Every register not listed reads 0 and ignores writes; listed registers without rw/rw1c are RO.
-constexpr std::array<RegDef, 20> kRegs = {{
+constexpr std::array<RegDef, 22> kRegs = {{
     {kRegId, 0, 0},
     {kRegMaxLen, 0, 0},
     {kRegSrc, ~0ull, 0},
@@ -40,6 +40,8 @@ constexpr std::array<RegDef, 20> kRegs = {{
     {kRegBytesDone, 0, 0},
     {kRegAtcCtrl, 0, 0},  // command register
     {kRegIrqCount, 0, 0},
+    {kRegStalls, 0, 0},
+    {kRegStallPeak, 0, 0},
 }};
 
 const RegDef* FindReg(uint32_t offset) {
@@ -201,6 +203,7 @@ void DmaTestDevice::Doorbell() {
   SetRegLocked(kRegFaultInfo, 0);
   SetRegLocked(kRegResult, 0);
   SetRegLocked(kRegBytesDone, 0);
+  SetRegLocked(kRegStallPeak, 0);
   busy_ = true;
   abort_ = false;
   queued_ = j;
@@ -384,6 +387,7 @@ DmaTestDevice::JobEnd DmaTestDevice::Transfer(const Job& job, uint64_t addr, uin
                                               uint32_t access, uint64_t range_end, uint32_t* page_requests) {
   const bool via_ats = job.ctrl & kCtrlUseAts;
   uint32_t requests_for_page = 0;
+  uint32_t stall_retries = 0;
   for (;;) {
     DmaFault fault;
     uint8_t error = kErrNone;
@@ -392,6 +396,21 @@ DmaTestDevice::JobEnd DmaTestDevice::Transfer(const Job& job, uint64_t addr, uin
     if (ok) return {};
     uint64_t info = FaultInfoOf(fault, via_ats);
     if (error != kErrNone) return {error, fault.iova, info};
+    if (fault.kind == DmaFaultKind::kStalled) {
+      // IHI0070 §3.12.2: the IOMMU holds the access until software answers with CMD_RESUME (retry
+      // or abort) or CMD_STALL_TERM (§4.7.2-4.7.3); a retried access may stall again (e.g. a write
+      // to a page the OS first mapped read-only), a bounded number of times.
+      if (stall_retries >= options_.max_stall_retries_per_access) {
+        dma().AbandonStall(static_cast<uint16_t>(fault.reason));
+        return {kErrRetryExhausted, fault.iova, info};
+      }
+      ++stall_retries;
+      std::optional<PageResponseCode> code;
+      const uint8_t e = AwaitStalls(job, fault, range_end, access, &code);
+      if (code) info |= uint64_t{static_cast<uint8_t>(*code) & 0xfu} << kFaultResponseShift;
+      if (e != kErrNone) return {e, fault.iova, info};
+      continue;
+    }
     // PCIe 6.0 §10.4: a device with PRI enabled asks the host to make the page resident.
     if (!Recoverable(fault.kind) || (job.ctrl & kCtrlNoPri) ||
         !(config().Get16(caps_.pri + pri::kControl) & pri::kControlEnable))
@@ -421,6 +440,66 @@ DmaTestDevice::JobEnd DmaTestDevice::Transfer(const Job& job, uint64_t addr, uin
   }
 }
 
+uint32_t DmaTestDevice::RequestBits(const Job& job, uint32_t access) {
+  return access | (job.exec && access == kDmaRead ? uint32_t{kDmaExec} : 0u) | (job.priv ? uint32_t{kDmaPriv} : 0u);
+}
+
+uint8_t DmaTestDevice::AwaitStalls(const Job& job, const DmaFault& stalled, uint64_t range_end, uint32_t access,
+                                   std::optional<PageResponseCode>* code) {
+  const uint16_t first = static_cast<uint16_t>(stalled.reason);
+  {
+    absl::MutexLock l(&mu_);
+    stalls_.clear();
+    stalls_.push_back({first, std::nullopt});
+  }
+  // Look-ahead (§3.12.2 bounds the transactions held at once by IDR5.STALL_MAX, not by stream):
+  // the following pages of the range are requested too, so up to max_stalls_in_flight are held
+  // and answered concurrently. A page that translates needs nothing; a fault that is not a stall
+  // (e.g. STALL_MAX reached) ends the look-ahead: the in-order pass meets that page again.
+  const uint32_t request = RequestBits(job, access);
+  uint32_t held = 1;
+  for (uint64_t page = (stalled.iova & ~(kPage - 1)) + kPage;
+       held < options_.max_stalls_in_flight && page > stalled.iova && page < range_end; page += kPage) {
+    Translation t;
+    {
+      absl::ReaderMutexLock gate(&gate_);  // fenced by an FLR (see the header)
+      if (Stale(job)) break;
+      t = dma().Translate(page, 1, request, DmaAttrs{job.pasid});
+    }
+    if (!t.fault) continue;
+    if (t.fault->kind != DmaFaultKind::kStalled) break;
+    absl::MutexLock l(&mu_);
+    stalls_.push_back({static_cast<uint16_t>(t.fault->reason), std::nullopt});
+    ++held;
+  }
+  AddJobStat(job, kRegStalls, held);
+  std::vector<uint16_t> unanswered;
+  bool ended = false;  // abort, FLR or shutdown
+  {
+    absl::MutexLock l(&mu_);
+    if (!Stale(job)) regs_[kRegStallPeak / 8] = std::max<uint64_t>(regs_[kRegStallPeak / 8], held);
+    const absl::Time deadline =
+        absl::Now() + options_.stall_response_timeout + options_.stall_response_time_per_stall * held;
+    auto answered = [&] {
+      return std::all_of(stalls_.begin(), stalls_.end(), [](const PendingStall& s) { return s.code.has_value(); });
+    };
+    while (!answered() && !abort_ && !shutdown_ && !Stale(job))
+      if (cv_.WaitWithDeadline(&mu_, deadline)) break;
+    *code = stalls_.front().code;
+    for (const PendingStall& s : stalls_)
+      if (!s.code) unanswered.push_back(s.stag);
+    stalls_.clear();
+    ended = abort_ || shutdown_ || Stale(job);
+  }
+  // The device no longer waits for these: the IOMMU frees their slots (a real device would hit its
+  // completion timeout; a guest that never answers must not hold STALL_MAX slots forever).
+  for (uint16_t stag : unanswered) dma().AbandonStall(stag);
+  if (ended) return kErrAborted;
+  if (!*code) return kErrPageTimeout;
+  // RESUME Action retry (§4.7.2) → the access is retried; abort or STALL_TERM → it fails.
+  return **code == PageResponseCode::kSuccess ? kErrNone : kErrTranslation;
+}
+
 bool DmaTestDevice::SleepAbortable(const Job& job, absl::Duration d) {
   const absl::Time deadline = absl::Now() + d;
   absl::MutexLock l(&mu_);
@@ -432,7 +511,7 @@ bool DmaTestDevice::SleepAbortable(const Job& job, absl::Duration d) {
 bool DmaTestDevice::TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access,
                                     DmaFault* fault, uint8_t* error) {
   const DmaAttrs attrs{job.pasid};
-  const uint32_t request = access | (job.exec && access == kDmaRead ? uint32_t{kDmaExec} : 0u) | (job.priv ? uint32_t{kDmaPriv} : 0u);
+  const uint32_t request = RequestBits(job, access);
   DmaSpace& space = dma();
   size_t done = 0;
   for (int rounds = 0; done < len; ++rounds) {
@@ -480,7 +559,7 @@ bool DmaTestDevice::TryUntranslated(const Job& job, uint64_t addr, uint8_t* buf,
 bool DmaTestDevice::TryTranslated(const Job& job, uint64_t addr, uint8_t* buf, size_t len, uint32_t access,
                                   DmaFault* fault, uint8_t* error) {
   const DmaAttrs attrs{job.pasid};
-  const uint32_t request = access | (job.exec && access == kDmaRead ? uint32_t{kDmaExec} : 0u) | (job.priv ? uint32_t{kDmaPriv} : 0u);
+  const uint32_t request = RequestBits(job, access);
   const uint32_t needed = request & (kDmaRead | kDmaWrite | kDmaExec);
   DmaSpace& space = dma();
   bool translated = false;
@@ -614,6 +693,18 @@ uint8_t DmaTestDevice::RequestPages(const Job& job, uint64_t addr, uint64_t rang
 
 void DmaTestDevice::OnPageResponse(const PageResponse& response) {
   absl::MutexLock l(&mu_);
+  if (response.stall) {
+    // The answer to a held access (CMD_RESUME / CMD_STALL_TERM): one the device no longer waits for
+    // (abandoned after its timeout, or of an aborted job) is dropped.
+    for (PendingStall& p : stalls_) {
+      if (p.stag == response.group_index && !p.code) {
+        p.code = response.code;
+        cv_.SignalAll();
+        break;
+      }
+    }
+    return;
+  }
   if (config().Get16(caps_.pri + pri::kStatus) & pri::kStatusResponseFailure) return;  // ignored after RF
   // With "PRG Response PASID Required" the response carries the request's PASID (§10.5.2.3).
   if (pending_ && !pending_->code && !pending_->cancelled && pending_->group == response.group_index && pending_->pasid == response.pasid) {

@@ -8,6 +8,16 @@
 // A doorbell hands the job to the device's worker thread (or, with `synchronous`, runs it on the
 // calling thread — for tests and fuzzers; PRI waits are then bounded by the response timeout).
 // Page-response waits are bounded (page_response_timeout) and interrupted by abort/destruction.
+//
+// Stalls (SMMUv3 stall model, IHI0070 §3.12.2): an access the IOMMU holds (DmaFaultKind::kStalled,
+// DmaFault::reason = STAG) waits on the worker thread, with no lock held, for the IOMMU's answer
+// (DmaClient::OnPageResponse with PageResponse::stall, from the guest's CMD_RESUME / STALL_TERM,
+// §4.7.2-4.7.3): retry the access, or end the job with kErrTranslation. Like a DMA engine with
+// several transactions outstanding, the device keeps up to max_stalls_in_flight held at once: when
+// an access stalls it issues look-ahead translations for the following pages of the job's range
+// (data still moves in order afterwards), so the guest sees many faults in flight. The wait is
+// bounded (stall_response_timeout + N x stall_response_time_per_stall): then, or on abort/FLR/
+// destruction, the job ends and every stall still held is abandoned (DmaSpace::AbandonStall).
 // DmaClient callbacks (page responses, ATC invalidations) may arrive on any thread.
 //
 // Function Level Reset (PCIe 6.0 §6.6.2; DEVCAP.FLR advertised unless caps.flr is false): a guest
@@ -26,6 +36,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -55,6 +66,13 @@ struct DmaTestDeviceOptions {
   absl::Duration max_retry_backoff = absl::Seconds(4);
   // Largest page request group (further capped by the PRI Outstanding Page Request Allocation).
   uint32_t max_group_requests = 2048;
+  // Stalled accesses (see the header comment): N held at once are answered within
+  // stall_response_timeout + N x stall_response_time_per_stall; RESUME retries per access at most
+  // max_stall_retries_per_access (then kErrRetryExhausted).
+  uint32_t max_stalls_in_flight = 32;
+  absl::Duration stall_response_timeout = absl::Seconds(5);
+  absl::Duration stall_response_time_per_stall = absl::Milliseconds(50);
+  uint32_t max_stall_retries_per_access = 8;
   bool synchronous = false;           // run jobs on the doorbell thread
 };
 
@@ -105,6 +123,10 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
     uint64_t fault_addr = 0;
     uint64_t fault_info = 0;
   };
+  struct PendingStall {
+    uint16_t stag = 0;
+    std::optional<PageResponseCode> code;
+  };
   struct PendingPageRequest {
     uint16_t group = 0;
     std::optional<uint32_t> pasid;
@@ -134,6 +156,13 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   // Returns kErrNone on Success; *sent = requests sent.
   uint8_t RequestPages(const Job& job, uint64_t addr, uint64_t range_end, uint32_t access, uint32_t max_requests,
                        std::optional<PageResponseCode>* code, uint32_t* sent) ABSL_LOCKS_EXCLUDED(mu_);
+  // `stalled` held the access at [addr, addr+len): registers it, stalls the following pages up to
+  // `range_end` (look-ahead, at most max_stalls_in_flight in all), waits for the answers, abandons
+  // those still unanswered. Returns kErrNone when `stalled` was answered retry; *code = its answer.
+  uint8_t AwaitStalls(const Job& job, const DmaFault& stalled, uint64_t range_end, uint32_t access,
+                      std::optional<PageResponseCode>* code) ABSL_LOCKS_EXCLUDED(mu_, gate_);
+  // DmaAccess bits of the job's request for `access` (exec/priv from the PASID register).
+  static uint32_t RequestBits(const Job& job, uint32_t access);
   // Sleeps up to `d`; false when an abort, FLR or shutdown cut it short.
   bool SleepAbortable(const Job& job, absl::Duration d) ABSL_LOCKS_EXCLUDED(mu_);
   bool PriUsable() const;
@@ -176,6 +205,7 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   bool abort_ ABSL_GUARDED_BY(mu_) = false;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<PendingPageRequest> pending_ ABSL_GUARDED_BY(mu_);
+  std::vector<PendingStall> stalls_ ABSL_GUARDED_BY(mu_);  // held accesses of the running job
   uint16_t next_group_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread worker_;
 };

@@ -6,7 +6,9 @@
 //
 // Programming a job: write SRC, DST, LEN, PASID, PATTERN, then CTRL; write 1 to DOORBELL. STATUS
 // shows BUSY until the job ends with DONE or ERROR (+ error code). A translation fault stops the job
-// and leaves FAULT_ADDR / FAULT_INFO; with PRI enabled the device first sends page requests.
+// and leaves FAULT_ADDR / FAULT_INFO; with PRI enabled the device first sends page requests. An
+// access the IOMMU stalls (SMMUv3 stall model) waits for its RESUME: retry, or the job ends with
+// kErrTranslation (abort / STALL_TERM) or kErrPageTimeout (no answer in time).
 #pragma once
 
 #include <cstdint>
@@ -46,7 +48,9 @@ enum Reg : uint32_t {
   kRegBytesDone = 0x88,     // RO bytes completed by the current/last job
   kRegAtcCtrl = 0x90,       // WO  bit 0: drop every ATC entry
   kRegIrqCount = 0x98,      // RO completion interrupts signalled (total)
-  kRegCount = 0xa0,
+  kRegStalls = 0xa0,        // RO stalled accesses the device waited on (SMMUv3 stall model, total)
+  kRegStallPeak = 0xa8,     // RO most stalled accesses outstanding at once in the current/last job
+  kRegCount = 0xb0,
 };
 
 enum Op : uint32_t {
@@ -89,11 +93,12 @@ enum Error : uint8_t {
   kErrBadOp = 1,
   kErrBadLength = 2,          // LEN > MAX_LEN, or the range wraps
   kErrBusMaster = 3,          // Command.BME clear
-  kErrTranslation = 4,        // translation fault, not resolved (see FAULT_*)
+  kErrTranslation = 4,        // translation fault, not resolved (see FAULT_*); also a stalled access terminated
+                              // by the IOMMU (SMMUv3 CMD_RESUME abort, CMD_STALL_TERM)
   kErrPageInvalid = 5,        // PRG response Invalid Request
   kErrPageFailure = 6,        // PRG response Response Failure (PRI status RF set)
-  kErrPageTimeout = 7,        // no PRG response in time
-  kErrRetryExhausted = 8,     // page requests answered Success but the fault persisted
+  kErrPageTimeout = 7,        // no PRG response (or, for a stalled access, no RESUME) in time
+  kErrRetryExhausted = 8,     // page requests (or RESUME retries) answered Success but the fault persisted
   kErrPriUnavailable = 9,     // PRI disabled/stopped, no credits, or the IOMMU refused the request
   kErrPasidDisabled = 10,     // PASID (or exec/priv) requested but not enabled in the PASID capability
   kErrAtsDisabled = 11,       // USE_ATS set but ATS not enabled
@@ -107,7 +112,7 @@ enum Error : uint8_t {
 inline constexpr unsigned kFaultReasonShift = 0;    // 7:0 IOMMU fault reason (VT-d Appendix A), 0 if none
 inline constexpr unsigned kFaultKindShift = 8;      // 11:8 DmaFaultKind + 1 (0: no fault)
 inline constexpr uint64_t kFaultRecorded = 1u << 12;  // the IOMMU recorded the fault
-inline constexpr unsigned kFaultResponseShift = 16; // 19:16 last PRG response code
+inline constexpr unsigned kFaultResponseShift = 16; // 19:16 last PRG response code (stall: 0 retry, 0xf abort)
 inline constexpr unsigned kFaultAccessShift = 20;   // 23:20 DmaAccess bits of the faulting request
 inline constexpr uint64_t kFaultViaAts = 1u << 24;  // the fault came from an ATS translation
 

@@ -41,6 +41,7 @@ class Smmuv3Iommu::Space final : public DmaSpace {
     return smmu_.AtsTranslateFor(sid_, iova, access, attrs);
   }
   bool AllowTranslatedRequest() override { return smmu_.AllowTranslatedFor(sid_); }
+  void AbandonStall(uint16_t stag) override { smmu_.AbandonStallFor(sid_, stag); }
 
  private:
   Smmuv3Iommu& smmu_;
@@ -623,13 +624,23 @@ uint32_t Smmuv3Iommu::ExecuteCommandLocked(const uint64_t (&cmd)[2], Outbox& out
 void Smmuv3Iommu::EndStallLocked(uint32_t sid, uint16_t stag, bool retry, Outbox& out) {
   // A RESUME naming no stalled transaction is ignored (§4.7.2).
   if (stalls_.erase(uint64_t{sid} << 16 | stag) == 0 || sid > 0xFFFF) return;
+  ++(retry ? stats_.stalls_resumed : stats_.stalls_terminated);
   PageResponse r;
   r.rid = static_cast<uint16_t>(sid);
   r.group_index = stag;
   r.code = retry ? PageResponseCode::kSuccess : PageResponseCode::kResponseFailure;
+  r.stall = true;
   out.calls.push_back([this, r] {
     if (DmaClient* c = ClientOf(r.rid)) c->OnPageResponse(r);
   });
+}
+
+void Smmuv3Iommu::AbandonStallFor(uint16_t sid, uint16_t stag) {
+  // Not an architected operation: a real device cannot withdraw a stalled transaction. The model
+  // frees the slot when the device model gave up on it (timeout, abort, FLR) so that a guest that
+  // never answers cannot exhaust STALL_MAX; a later RESUME naming it is ignored as in §4.7.2.
+  absl::MutexLock l(&mu_);
+  if (stalls_.erase(uint64_t{sid} << 16 | stag) != 0) ++stats_.stalls_abandoned;
 }
 
 void Smmuv3Iommu::TerminateStallsLocked(std::optional<uint32_t> sid, Outbox& out) {
@@ -1018,6 +1029,7 @@ Translation Smmuv3Iommu::TranslateFor(uint16_t sid, uint64_t iova, uint64_t len,
           const bool recorded = RecordEventLocked(ev, out);
           if (stallable && recorded) {
             stalls_.insert(uint64_t{sid} << 16 | *ev.stag);
+            ++stats_.stalls;
             t.fault = DmaFault{DmaFaultKind::kStalled, addr, access, attrs.pasid, *ev.stag, true};
           } else {
             t.fault = DmaFault{ToDmaFaultKind(w.fault.kind), addr, access, attrs.pasid, ev.type, recorded};

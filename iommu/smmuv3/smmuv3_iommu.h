@@ -47,7 +47,10 @@ struct Smmuv3Profile {
   int priq_log2 = 8;                   // IDR1.PRIQS, 0..19
   bool ats = false;                    // IDR0.ATS: ATS translation requests, ATC_INV to the DmaClient
   bool pri = false;                    // IDR0.PRI (page requests into the PRI queue)
-  bool stall = false;                  // IDR0.STALL_MODEL 00: CD.S / STE.S2S stall faulting transactions
+  // IDR0.STALL_MODEL 00 (stall supported, not forced): CD.S / STE.S2S stall faulting transactions.
+  // On by default: what Linux's arm-smmu-v3 needs (ARM_SMMU_FEAT_STALLS) to enable IOPF and SVA for
+  // a master with `dma-can-stall` (§3.12.2).
+  bool stall = true;
   uint16_t max_stalls = 64;            // IDR5.STALL_MAX: stalled transactions held at once
   bool asid16 = true;                  // IDR0.ASID16
   bool vmid16 = true;                  // IDR0.VMID16
@@ -78,6 +81,10 @@ struct Smmuv3Stats {
   uint64_t page_request_overflows = 0;
   uint64_t msi_writes = 0;  // MSIs that were plain memory writes (e.g. CMD_SYNC into the queue)
   uint64_t msis_sent = 0;   // MSIs handed to the MsiSink
+  uint64_t stalls = 0;             // transactions held (event with Stall=1, §3.12.2)
+  uint64_t stalls_resumed = 0;     // ... ended by CMD_RESUME retry (§4.7.2)
+  uint64_t stalls_terminated = 0;  // ... ended by RESUME abort/terminate, STALL_TERM, SMMUEN=0, reset
+  uint64_t stalls_abandoned = 0;   // ... dropped because the device stopped waiting (DmaSpace::AbandonStall)
   size_t ste_cache = 0, cd_cache = 0, context_cache = 0;
   IotlbStats iotlb;
 };
@@ -203,6 +210,8 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
   // DmaClient::OnPageResponse (group_index = STAG; kSuccess = retry).
   void EndStallLocked(uint32_t sid, uint16_t stag, bool retry, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TerminateStallsLocked(std::optional<uint32_t> sid, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // DmaSpace::AbandonStall: drops a held transaction without an answer.
+  void AbandonStallFor(uint16_t sid, uint16_t stag) ABSL_LOCKS_EXCLUDED(mu_);
   void InvalidateRange(uint16_t vmid, std::optional<uint32_t> tag, uint64_t addr, uint64_t len, uint32_t type_mask);
   // Drops mu_ to deliver the outbox (device callbacks before a CMD_SYNC completes), then retakes it.
   void DeliverUnlocked(Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -91,7 +91,8 @@ TEST_F(Smmuv3Test, ProbeReportsTheProfile) {
   EXPECT_EQ(Field(idr0, 28, 27), 1u);  // 2-level stream table
   EXPECT_TRUE(idr0 & kIdr0Cd2l);
   EXPECT_TRUE(idr0 & kIdr0Msi);
-  EXPECT_EQ(Field(idr0, 25, 24), 1u);  // terminate model (no stall)
+  EXPECT_EQ(Field(idr0, 25, 24), 0u);  // STALL_MODEL 00: stall supported, not forced (§6.3.1)
+  EXPECT_EQ(Field(driver_->idr5(), 31, 16), 64u);  // STALL_MAX
   EXPECT_EQ(Field(driver_->idr1(), 5, 0), 16u);
   EXPECT_EQ(Field(driver_->idr1(), 10, 6), 20u);
   EXPECT_EQ(Field(driver_->idr5(), 2, 0), 5u);  // 48-bit OAS
@@ -417,10 +418,11 @@ TEST_F(Smmuv3Test, CommandErrorsStopTheQueueUntilAcknowledged) {
   EXPECT_FALSE(driver_->Submit({bad}).ok());
   ASSERT_TRUE(driver_->SkipFailedCommand().ok());
   EXPECT_TRUE(driver_->Submit({testing::CmdTlbiNsnhAll()}).ok());
-  // Commands the profile does not implement: TLBI_EL2_ALL (no HYP), RESUME (no stall model).
+  // Commands the profile does not implement: TLBI_EL2_ALL (no HYP); a RESUME with the reserved
+  // Action 0b11 (§4.7.2).
   EXPECT_FALSE(driver_->Submit({Command{kCmdTlbiEl2All, 0}}).ok());
   ASSERT_TRUE(driver_->SkipFailedCommand().ok());
-  EXPECT_FALSE(driver_->Submit({Command{kCmdResume, 0}}).ok());
+  EXPECT_FALSE(driver_->Submit({Command{kCmdResume | uint64_t{3} << 12, 0}}).ok());
   ASSERT_TRUE(driver_->SkipFailedCommand().ok());
   EXPECT_TRUE(driver_->Submit({}).ok());
   EXPECT_EQ(smmu_->stats().command_errors, 4u);

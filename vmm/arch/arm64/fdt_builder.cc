@@ -73,6 +73,9 @@ absl::StatusOr<std::vector<uint8_t>> BuildFdt(const FdtConfig& c) {
   if (c.with_smmuv3 && (!c.with_pcie || c.virtio_iommu_devfn)) {
     return absl::InvalidArgumentError("the SMMUv3 needs the PCIe host and excludes the virtio-iommu");
   }
+  if (!c.stalling_functions.empty() && !c.with_smmuv3) {
+    return absl::InvalidArgumentError("dma-can-stall functions need the SMMUv3");
+  }
   const std::string uart_path = absl::StrFormat("/uart@%x", kUartBase);
 
   Writer w(64 * 1024);
@@ -197,6 +200,19 @@ absl::StatusOr<std::vector<uint8_t>> BuildFdt(const FdtConfig& c) {
     w.Cells("msi-map", {0, kItsPhandle, 0, 0x10000});
     // pci/pci-iommu.yaml: every RID -> StreamID = RID.
     if (c.with_smmuv3) w.Cells("iommu-map", {0, kSmmuPhandle, 0, 0x10000});
+    for (const FdtConfig::StallingFunction& f : c.stalling_functions) {
+      // pci/pci.txt (IEEE 1275 PCI binding): a child of the host bridge with reg = <phys.hi 0 0 0 0>,
+      // phys.hi = bus << 16 | devfn << 8 (config space). Linux's pci_set_of_node() gives the pci_dev
+      // of bus 0 at that devfn this node (of_pci_find_child_device); arm_smmu_probe_device() reads
+      // `pasid-num-bits` and, with IDR0.STALL_MODEL 00, `dma-can-stall` (iommu/iommu.txt) and sets
+      // the master's stall_enabled: its CDs get CD.S and its faults become stalls (IHI0070 §3.12.2)
+      // answered through Linux's IOPF queue, which is what SVA needs on an SMMUv3 without PRI.
+      w.Begin(absl::StrFormat("dma@%x,%x", f.devfn >> 3, f.devfn & 7));
+      w.Cells("reg", {uint32_t{f.devfn} << 8, 0, 0, 0, 0});
+      w.Empty("dma-can-stall");
+      w.U32("pasid-num-bits", f.pasid_bits);
+      w.End();
+    }
     if (c.virtio_iommu_devfn) {
       // pci/pci-iommu.yaml: <rid-base iommu iommu-base length>. The virtio-iommu translates every bus-0
       // function but itself (its own queues are guest-physical), endpoint ID = RID.

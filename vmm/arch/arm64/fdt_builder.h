@@ -18,6 +18,9 @@
 //   /smmuv3@...       "arm,smmu-v3" (iommu/arm,smmu-v3.yaml): 128 KiB of registers, #iommu-cells = 1
 //                     (StreamID = RID), dma-coherent, msi-parent = <ITS DeviceID>: its interrupts are
 //                     MSIs; the PCIe host's iommu-map sends every requester to it (when with_smmuv3)
+//     /dma@D,F        a bus-0 function that can stall (the dmatest functions with --iommu=smmuv3): reg = its
+//                     PCI address (pci/pci.txt), dma-can-stall, pasid-num-bits (iommu/iommu.txt), which
+//                     Linux's of_pci code attaches to the pci_dev and arm-smmu-v3 reads
 //     /iommu@D,F      "virtio,pci-iommu", "pci1af4,1057" at the virtio-iommu's devfn, #iommu-cells = 1, and
 //                     the host's iommu-map: every bus-0 requester but that one -> endpoint ID = RID
 //                     (virtio/pci-iommu.yaml, pci/pci-iommu.yaml; when virtio_iommu_devfn is set)
@@ -52,6 +55,12 @@ struct FdtConfig {
   bool with_pcie = false;  // needs with_its (MSIs through the ITS)
   std::optional<uint8_t> virtio_iommu_devfn;  // --iommu=virtio: the virtio-iommu function (needs with_pcie)
   bool with_smmuv3 = false;                   // --iommu=smmuv3 (needs with_pcie; not with virtio_iommu_devfn)
+  // Bus-0 functions whose DMA may be stalled by the SMMUv3 (needs with_smmuv3), with their PASID width.
+  struct StallingFunction {
+    uint8_t devfn = 0;
+    uint32_t pasid_bits = 0;
+  };
+  std::vector<StallingFunction> stalling_functions;
 };
 
 // The DTB (at most 2 MiB, booting.rst); errors only for configurations that cannot be described.

@@ -226,6 +226,27 @@ TEST(Arm64FdtTest, SmmuV3NodeWithMsiParentAndIommuMap) {
   EXPECT_FALSE(BuildFdt(c).ok());
 }
 
+// A stalling function (dmatest behind the SMMUv3): a PCI child node at its devfn, which Linux's
+// of_pci_find_child_device() matches by reg's phys.hi, with the properties arm-smmu-v3 reads.
+TEST(Arm64FdtTest, StallingFunctionNodeUnderThePcieHost) {
+  FdtConfig c = TwoCpus();
+  c.with_pcie = true;
+  c.with_smmuv3 = true;
+  c.stalling_functions = {{0x03 << 3, 20}, {0x04 << 3 | 1, 8}};
+  Fdt f(*BuildFdt(c));
+  const std::string node = "/pcie@3f000000/dma@3,0", second = "/pcie@3f000000/dma@4,1";
+  ASSERT_GE(f.Node(node), 0);
+  EXPECT_EQ(f.Cells(node, "reg"), (std::vector<uint32_t>{0x1800, 0, 0, 0, 0}));
+  EXPECT_TRUE(f.Has(node, "dma-can-stall"));
+  EXPECT_EQ(f.Cells(node, "pasid-num-bits"), std::vector<uint32_t>{20});
+  ASSERT_GE(f.Node(second), 0);
+  EXPECT_EQ(f.Cells(second, "reg"), (std::vector<uint32_t>{0x2100, 0, 0, 0, 0}));
+  EXPECT_EQ(f.Cells(second, "pasid-num-bits"), std::vector<uint32_t>{8});
+  // Only behind the SMMUv3.
+  c.with_smmuv3 = false;
+  EXPECT_FALSE(BuildFdt(c).ok());
+}
+
 TEST(Arm64FdtTest, RejectsCpuCountsItCannotDescribe) {
   FdtConfig c = TwoCpus();
   c.cpus = 0;

@@ -247,6 +247,15 @@ absl::Status Machine::LoadGuest() {
   fc.with_pcie = gic_->has_its();
   if (viommu_.device) fc.virtio_iommu_devfn = kVirtioIommuDevfn;
   fc.with_smmuv3 = smmu_ != nullptr;
+  if (smmu_) {
+    // The dmatest functions wait for the SMMU's answer to a stalled access (dma_test_device.h):
+    // the device tree says so, so that Linux enables stalls (and with them IOPF/SVA) for them.
+    for (size_t i = 0; i < options_.devices.size(); ++i) {
+      const TestDeviceSpec& spec = options_.devices[i];
+      if (spec.kind == TestDeviceKind::kDmaTest)
+        fc.stalling_functions.push_back({DeviceDevfn(spec, static_cast<int>(i)), spec.pasid_bits});
+    }
+  }
   auto dtb = arm64::BuildFdt(fc);
   if (!dtb.ok()) return Annotate(dtb.status(), "building the device tree");
   if (absl::Status s = memory_->Write(plan->dtb_addr, dtb->data(), dtb->size()); !s.ok()) return s;
