@@ -33,7 +33,8 @@ std::optional<SteConfig> DecodeSte(const uint64_t (&w)[8], const DecodeCaps& cap
   if (!(w[0] & kSte0V)) return std::nullopt;
   SteConfig s;
   s.config = Field(w[0], 3, 1);
-  if (s.config != kSteCfgAbort && s.config < kSteCfgBypass) return std::nullopt;  // reserved encodings
+  // §5.2 Config: the reserved encodings 0b001-0b011 behave as 0b000 (abort, no event), not ILLEGAL.
+  if (s.config < kSteCfgBypass) s.config = kSteCfgAbort;
   s.s1 = s.config == kSteCfgS1 || s.config == kSteCfgNested;
   s.s2 = s.config == kSteCfgS2 || s.config == kSteCfgNested;
   if ((s.s1 && !caps.stage1) || (s.s2 && !caps.stage2)) return std::nullopt;
@@ -48,11 +49,11 @@ std::optional<SteConfig> DecodeSte(const uint64_t (&w)[8], const DecodeCaps& cap
     s.s1_cd_max = Field(w[0], 63, 59);
     s.s1_dss = Field(w[1], 1, 0);
     s.s1_stall_disable = w[1] & kSte1S1StallD;
+    // §5.2: S1Fmt 0b11 behaves as 0b00 (linear), S1DSS 0b11 as 0b00 (terminate).
+    if (s.s1_fmt == 3) s.s1_fmt = kS1FmtLinear;
+    if (s.s1_dss == 3) s.s1_dss = kS1DssTerminate;
     if (s.s1_cd_max > static_cast<uint32_t>(caps.ssid_bits)) return std::nullopt;
-    if (s.s1_cd_max != 0) {
-      if (s.s1_fmt == 3 || (s.s1_fmt != kS1FmtLinear && !caps.two_level_cd)) return std::nullopt;
-      if (s.s1_dss == 3) return std::nullopt;
-    }
+    if (s.s1_cd_max != 0 && s.s1_fmt != kS1FmtLinear && !caps.two_level_cd) return std::nullopt;
     if (s.s1_context_ptr >> caps.oas_bits) return std::nullopt;
     if (Field(w[1], 31, 30) != kStrwNsEl1) return std::nullopt;  // no EL2/EL3 stream worlds (IDR0.HYP=0)
   }
@@ -125,7 +126,8 @@ std::optional<CdConfig> DecodeCd(const uint64_t (&w)[8], const DecodeCaps& caps)
   if (!(w[0] & kCd0AA64) || (w[0] & kCd0Endi)) return std::nullopt;  // AArch64, little-endian only
   CdConfig c;
   VmsaStage1Config& s1 = c.s1;
-  s1.oas_bits = OutputBits(Field(w[0], 34, 32), caps);
+  // §5.4 IPS: 0b111 is reserved and behaves as 0b110 (52 bits) in SMMUv3.1-3.3, capped by the OAS.
+  s1.oas_bits = OutputBits(std::min<uint32_t>(Field(w[0], 34, 32), 6), caps);
   if (s1.oas_bits < 0) return std::nullopt;
   s1.hardware_af = caps.hardware_af && (w[0] & kCd0Ha);
   s1.af_fault_disable = w[0] & kCd0Affd;

@@ -21,8 +21,9 @@ TEST(Smmuv3ConfigTest, SteIllegalEncodings) {
   DecodeCaps caps;
   uint64_t w[8] = {};
   EXPECT_FALSE(DecodeSte(w, caps));  // V = 0
-  w[0] = kSte0V | 1u << 1;           // Config 0b001: reserved
-  EXPECT_FALSE(DecodeSte(w, caps));
+  w[0] = kSte0V | 1u << 1;           // Config 0b001: reserved, behaves as abort (§5.2)
+  ASSERT_TRUE(DecodeSte(w, caps));
+  EXPECT_EQ(DecodeSte(w, caps)->config, kSteCfgAbort);
   w[0] = kSte0V;  // abort
   ASSERT_TRUE(DecodeSte(w, caps));
   EXPECT_EQ(DecodeSte(w, caps)->config, kSteCfgAbort);
@@ -48,8 +49,15 @@ TEST(Smmuv3ConfigTest, SteIllegalEncodings) {
   caps = {};
   w[0] = kSte0V | kSteCfgS1 << 1 | uint64_t{21} << 59;  // S1CDMax beyond SSIDSIZE
   EXPECT_FALSE(DecodeSte(w, caps));
-  w[0] = kSte0V | kSteCfgS1 << 1 | uint64_t{3} << 4 | uint64_t{4} << 59;  // S1Fmt 3
+  w[0] = kSte0V | kSteCfgS1 << 1 | uint64_t{3} << 4 | uint64_t{4} << 59;  // S1Fmt 3: behaves as linear
+  w[1] = 3;                                                                // S1DSS 3: as terminate
+  ASSERT_TRUE(DecodeSte(w, caps));
+  EXPECT_EQ(DecodeSte(w, caps)->s1_fmt, kS1FmtLinear);
+  EXPECT_EQ(DecodeSte(w, caps)->s1_dss, kS1DssTerminate);
+  caps.two_level_cd = false;
+  w[0] = kSte0V | kSteCfgS1 << 1 | uint64_t{kS1Fmt4KL2} << 4 | uint64_t{4} << 59;  // 2-level without CD2L
   EXPECT_FALSE(DecodeSte(w, caps));
+  caps = {};
   w[0] = kSte0V | kSteCfgS1 << 1;
   w[1] = uint64_t{2} << 30;  // StreamWorld EL2 without HYP
   EXPECT_FALSE(DecodeSte(w, caps));
@@ -78,8 +86,9 @@ TEST(Smmuv3ConfigTest, CdIllegalEncodings) {
   bad[0] |= 3u << 6;  // TG0 reserved
   EXPECT_FALSE(DecodeCd(bad, caps));
   std::copy(w, w + 8, bad);
-  bad[0] |= uint64_t{7} << 32;  // IPS reserved
-  EXPECT_FALSE(DecodeCd(bad, caps));
+  bad[0] |= uint64_t{7} << 32;  // IPS 0b111: behaves as 0b110 (52 bits), capped by the OAS
+  ASSERT_TRUE(DecodeCd(bad, caps));
+  EXPECT_EQ(DecodeCd(bad, caps)->s1.oas_bits, 48);
   std::copy(w, w + 8, bad);
   bad[0] &= ~kCd0Epd1;  // TTB1 half enabled with TG1 = 0 (reserved encoding)
   EXPECT_FALSE(DecodeCd(bad, caps));

@@ -343,10 +343,8 @@ TEST_F(Smmuv3Test, ConfigurationFaults) {
   // STE with V = 0.
   ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteWords{}).ok());
   EXPECT_FALSE(Write(0x1000, 1).ok());
-  // Reserved Config.
-  testing::SteWords reserved;
-  reserved.w[0] = kSte0V | 2u << 1;
-  ASSERT_TRUE(driver_->WriteSte(kSid, reserved).ok());
+  // S1CDMax beyond SSIDSIZE: ILLEGAL (§5.2).
+  ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteStage1(0x1000'0000, 21)).ok());
   EXPECT_FALSE(Write(0x1000, 1).ok());
   // CD table outside RAM.
   ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteStage1(0x4000'0000)).ok());
@@ -371,6 +369,37 @@ TEST_F(Smmuv3Test, ConfigurationFaults) {
   EXPECT_EQ(Type(ev[4]), kEvtSteFetch);
   EXPECT_EQ(ev[4][3], 0x5000'0000u);
   EXPECT_EQ(Type(ev[5]), kEvtWalkEabt);
+}
+
+// Reserved encodings the spec gives a behaviour to are not ILLEGAL (found by the hostile guest
+// module guest-tests/modules/ionest_smmu_hostile): §5.2 STE.Config 0b0xx "behaves as 0b000" (abort,
+// no event), S1Fmt 0b11 as 0b00 (linear CD table), S1DSS 0b11 as 0b00 (terminate, F_STREAM_DISABLED);
+// §5.4 CD.IPS 0b111 as 0b110 (SMMUv3.1-3.3: 52 bits, capped by the OAS).
+TEST_F(Smmuv3Test, ReservedEncodingsBehaveAsSpecified) {
+  for (uint64_t config : {1u, 2u, 3u}) {
+    testing::SteWords reserved;
+    reserved.w[0] = kSte0V | config << 1;
+    ASSERT_TRUE(driver_->WriteSte(kSid, reserved).ok());
+    DmaFault fault;
+    uint32_t v = 0;
+    EXPECT_FALSE(Space().Read(kData, &v, sizeof(v), {}, &fault).ok()) << config;
+    EXPECT_FALSE(fault.recorded) << config;
+  }
+  EXPECT_TRUE(driver_->DrainEvents().empty());
+  VmsaTableBuilder t = *VmsaTableBuilder::CreateStage1(*mem_, *alloc_, 48);
+  ASSERT_TRUE(t.Map(0x1000, kData, kPage4K, VmsaTableBuilder::Stage1Attrs(kRW)).ok());
+  const uint64_t cds = *driver_->AllocCdTable(1);
+  testing::CdWords cd = CdStage1(t.root(), 1);
+  cd.w[0] |= uint64_t{7} << 32;  // IPS 0b111
+  ASSERT_TRUE(driver_->WriteCd(cds, 1, kS1FmtLinear, 0, cd).ok());
+  ASSERT_TRUE(driver_->WriteCd(cds, 1, kS1FmtLinear, 1, cd).ok());
+  ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteStage1(cds, 1, 3, 3)).ok());  // S1Fmt 0b11, S1DSS 0b11
+  ASSERT_TRUE(Write(0x1000, 0xab, {.pasid = 1}).ok());
+  EXPECT_EQ(Phys(kData), 0xabu);
+  EXPECT_FALSE(Write(0x1000, 1).ok());  // no SubstreamID: terminated
+  std::vector<EventRecord> ev = driver_->DrainEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(Type(ev[0]), kEvtStreamDisabled);
 }
 
 TEST_F(Smmuv3Test, LinearStreamTableBounds) {
