@@ -173,13 +173,11 @@ absl::Status Machine::SetupTestDevices() {
 absl::Status Machine::SetupPassthrough() {
   const PassthroughPlan plan = PlanPassthrough(options_.devices);
   if (plan.requests.empty()) return absl::OkStatus();
-  if (viommu_.device) {
-    return absl::UnimplementedError(
-        "--device vfio with --iommu=virtio: MAP/UNMAP are not forwarded to the host IOAS yet, so the device would "
-        "bypass the virtio-iommu; use --iommu=vtd or --iommu=none");
-  }
   PassthroughBinder bind;
-  if (vtd_) {
+  if (viommu_.device) {
+    // Behind the virtio-iommu the guest's MAP/UNMAP are forwarded to host IOASes (issue 12 item 5).
+    bind = VirtioIommuBinder(*viommu_.device);
+  } else if (vtd_) {
     // Behind the emulated VT-d the host IOMMU must translate what the guest programs (issue 9).
     bind = [this](Passthrough& pt, const PassthroughPlan& p) {
       std::vector<uint16_t> rids(p.devfns.begin(), p.devfns.end());  // bus 0: requester id = devfn

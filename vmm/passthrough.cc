@@ -126,7 +126,36 @@ absl::Status Passthrough::EnableVtdNesting(vtd::VtdIommu& iommu, PhysMemory& gue
   return absl::OkStatus();
 }
 
+absl::Status Passthrough::EnableVirtioIommuForwarding(VirtioIommu& viommu, const std::vector<uint16_t>& endpoints) {
+  if (nesting_ || forwarding_) return absl::FailedPreconditionError("a vIOMMU backend is already enabled");
+  if (endpoints.size() != devices_.size()) return absl::InvalidArgumentError("one endpoint id per passthrough device");
+  std::vector<iommufd::ViommuForwarder::Endpoint> eps;
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    nested_devices_.push_back(
+        std::make_unique<VfioNestedDevice>(*devices_[i].device, devices_[i].dev_id, endpoints[i]));
+    eps.push_back({endpoints[i], nested_devices_.back().get()});
+  }
+  absl::StatusOr<std::unique_ptr<iommufd::ViommuForwarder>> f = iommufd::ViommuForwarder::Create(
+      backend_->ops(), viommu, backend_->ram(), backend_->ioas_id(), std::move(eps));
+  if (!f.ok()) {
+    nested_devices_.clear();
+    return f.status();
+  }
+  forwarding_ = std::move(*f);
+  return absl::OkStatus();
+}
+
 Passthrough::~Passthrough() {
+  if (forwarding_) {
+    // What the guest's virtio-iommu requests did on the host (arm64-vmm.sh checks it).
+    const iommufd::ViommuForwardingStats s = forwarding_->stats();
+    fprintf(stderr,
+            "ionest: virtio-iommu forwarding: %llu IOMMU_IOAS_MAP, %llu IOMMU_IOAS_UNMAP, %llu attachments, %llu "
+            "refused, %llu host failures, %zu domain IOAS(es) live at exit\n",
+            (unsigned long long)s.maps, (unsigned long long)s.unmaps, (unsigned long long)s.attaches,
+            (unsigned long long)s.refused, (unsigned long long)s.host_failures, s.spaces);
+  }
+  forwarding_.reset();  // unregistered from the virtio-iommu, functions back on the IOAS
   nesting_.reset();  // devices back on the IOAS, HWPTs and the fault queue destroyed
   nested_devices_.clear();
   // Devices first (their destructors stop interrupt forwarding and close the cdev, which unbinds
@@ -149,6 +178,7 @@ void Passthrough::ResetAll() {
 std::string Passthrough::Describe() const {
   std::string out = backend_ ? backend_->Describe() : "iommufd: none";
   if (nesting_) absl::StrAppend(&out, "\n", nesting_->Describe());
+  if (forwarding_) absl::StrAppend(&out, "\n", forwarding_->Describe());
   for (const Entry& e : devices_) {
     absl::StrAppend(&out, absl::StrFormat("\n%s: host %s, %s, iommufd device %u", e.device->name(),
                                           e.located.bdf.empty() ? "?" : e.located.bdf, e.located.cdev_path,

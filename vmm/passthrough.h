@@ -20,6 +20,7 @@
 #include "devices/vfio/vfio_locate.h"
 #include "devices/vfio/vfio_pci_device.h"
 #include "iommu/iommufd/iommufd_backend.h"
+#include "iommu/iommufd/viommu_forwarding.h"
 #include "iommu/iommufd/vtd_nesting.h"
 
 namespace ionest {
@@ -68,6 +69,14 @@ class Passthrough {
                                 iommufd::VtdNestingOptions options = {});
   iommufd::VtdNestingBackend* nesting() { return nesting_.get(); }
 
+  // --iommu=virtio (issue 12 item 5): the functions become host endpoints of `viommu`
+  // (VirtioIommu::SetEndpointHost): its ATTACH/DETACH/MAP/UNMAP/bypass/reset for them are forwarded
+  // to the host (iommufd/viommu_forwarding.h). `endpoints[i]` is device(i)'s endpoint ID (its
+  // requester id). Call once, after Open; released first when this object is (functions back on
+  // the IOAS, per-domain IOASes destroyed). `viommu` must outlive this object.
+  absl::Status EnableVirtioIommuForwarding(VirtioIommu& viommu, const std::vector<uint16_t>& endpoints);
+  iommufd::ViommuForwarder* viommu_forwarding() { return forwarding_.get(); }
+
  private:
   struct Entry {
     vfio::LocatedDevice located;
@@ -81,6 +90,7 @@ class Passthrough {
   std::vector<Entry> devices_;  // destroyed before backend_ (explicitly, in the destructor)
   std::vector<std::unique_ptr<iommufd::NestedDevice>> nested_devices_;
   std::unique_ptr<iommufd::VtdNestingBackend> nesting_;  // destroyed first
+  std::unique_ptr<iommufd::ViommuForwarder> forwarding_;  // destroyed first as well
 };
 
 }  // namespace ionest

@@ -134,4 +134,11 @@ absl::StatusOr<std::unique_ptr<Passthrough>> AddPassthroughFunctions(PciHost& pc
   return pt;
 }
 
+PassthroughBinder VirtioIommuBinder(VirtioIommu& viommu) {
+  return [&viommu](Passthrough& pt, const PassthroughPlan& plan) {
+    std::vector<uint16_t> endpoints(plan.devfns.begin(), plan.devfns.end());  // bus 0: endpoint = devfn
+    return Annotate(pt.EnableVirtioIommuForwarding(viommu, endpoints), "--device vfio with --iommu=virtio");
+  };
+}
+
 }  // namespace ionest

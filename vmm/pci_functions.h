@@ -49,6 +49,9 @@ using PassthroughBinder = std::function<absl::Status(Passthrough&, const Passthr
 absl::StatusOr<std::unique_ptr<Passthrough>> AddPassthroughFunctions(PciHost& pci, const GuestMemory& memory,
                                                                      const PassthroughPlan& plan,
                                                                      const PassthroughBinder& bind = nullptr);
+// --iommu=virtio (x86 and arm64): the binder making the plan's functions host endpoints of
+// `viommu` (endpoint ID = requester ID = devfn on bus 0), their MAP/UNMAP forwarded to host IOASes.
+PassthroughBinder VirtioIommuBinder(VirtioIommu& viommu);
 
 // --iommu=virtio: the device, the DmaSpaceProvider of every requester (all but the virtio-iommu
 // function itself, whose queues are guest-physical: an IOMMU does not translate its own accesses),

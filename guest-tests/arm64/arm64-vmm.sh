@@ -21,7 +21,9 @@
 # /dev/vfio/devices/vfioN, and ionest passes it through (--device vfio,host=0000:00:05.0, no --disk): the
 # nested guest's own virtio_blk drives it. The guest command line gets ionest_pt_host=<BDF>,
 # ionest_pt_id=1af4:1042 and ionest_pt_serial=<the drive's serial> (suites/passthrough-arm64 checks
-# them); after the run the console must hold ionest's passthrough report for that BDF, else exit 1.
+# them); after the run the console must hold ionest's passthrough report for that BDF, else exit 1;
+# with --iommu=virtio also its "translated via virtio-iommu forwarding" line and a non-zero
+# IOMMU_IOAS_MAP count at exit (suites/passthrough-viommu-arm64).
 # Exit: ionest's status; 77 with "arm64-vmm: SKIP: <reason>" on stderr when this machine cannot run
 # it (no qemu-system-aarch64, no EL2, no arm64 busybox, no aarch64 ionest built, no /dev/kvm in the
 # host); 1 on other errors.
@@ -229,5 +231,17 @@ if ((passthrough_disk)); then
     exit 1
   fi
   echo "arm64-vmm: passthrough: ionest reported: $iommufd | $report" >&2
+  if [[ " ${ionest_args[*]} " =~ \ --iommu(=|\ )virtio\  ]]; then
+    # Behind ionest's virtio-iommu the function must be translated by forwarding the guest's
+    # MAP/UNMAP to host IOASes (vmm/passthrough.cc prints the start-up line and the exit counts).
+    fwd="$(grep -m1 -E "^(ionest: )?vfio@[0-9a-f]{2}\.[0-7]: translated via virtio-iommu forwarding" "$work/console.log" | tr -d '\r')"
+    counts="$(grep -m1 -o 'ionest: virtio-iommu forwarding: [0-9]* IOMMU_IOAS_MAP.*' "$work/console.log" | tr -d '\r')"
+    maps="$(sed -n 's/^ionest: virtio-iommu forwarding: \([0-9]*\) IOMMU_IOAS_MAP.*/\1/p' <<<"$counts")"
+    if [[ -z "$fwd" || -z "$counts" || "${maps:-0}" -eq 0 ]]; then
+      echo "arm64-vmm: ERROR: --iommu=virtio, but ionest did not report the passthrough function as translated via virtio-iommu forwarding with MAPs done ('$fwd' / '$counts')" >&2
+      exit 1
+    fi
+    echo "arm64-vmm: passthrough: $fwd | $counts" >&2
+  fi
 fi
 exit "$status"

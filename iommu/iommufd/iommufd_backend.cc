@@ -98,6 +98,15 @@ void UnmapRam(IommufdOps& ops, uint32_t ioas_id, const std::vector<RamRange>& ra
 
 }  // namespace
 
+const RamRange* FindRamRange(const std::vector<RamRange>& ram, uint64_t gpa, uint64_t len) {
+  auto it = std::upper_bound(ram.begin(), ram.end(), gpa, [](uint64_t g, const RamRange& r) { return g < r.gpa; });
+  if (it == ram.begin()) return nullptr;
+  const RamRange& r = *std::prev(it);
+  const uint64_t off = gpa - r.gpa;
+  if (off >= r.size || len > r.size - off) return nullptr;
+  return &r;
+}
+
 absl::StatusOr<std::unique_ptr<IommufdBackend>> IommufdBackend::Create(std::unique_ptr<IommufdOps> ops,
                                                                        std::vector<RamRange> ram) {
   if (!ops) return absl::InvalidArgumentError("iommufd: no /dev/iommu");

@@ -33,6 +33,9 @@ struct RamRange {
   uint64_t size = 0;
 };
 
+// The range of `ram` (sorted by gpa, non-overlapping) holding all of [gpa, gpa+len), or null.
+const RamRange* FindRamRange(const std::vector<RamRange>& ram, uint64_t gpa, uint64_t len);
+
 class IommufdBackend {
  public:
   // Allocates the IOAS. `ram` is mapped at the first OnDeviceAttached.

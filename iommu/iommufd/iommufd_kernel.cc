@@ -98,9 +98,14 @@ class KernelIommufd final : public IommufdOps {
   // range (EEXIST / EINVAL). The kernel pins [va, va+len) and charges it to RLIMIT_MEMLOCK unless
   // the process has CAP_IPC_LOCK (ENOMEM when over the limit).
   absl::Status MapFixed(uint32_t ioas_id, uint64_t iova, void* va, uint64_t len, bool writeable) override {
+    return MapFixedAccess(ioas_id, iova, va, len, /*readable=*/true, writeable);
+  }
+  absl::Status MapFixedAccess(uint32_t ioas_id, uint64_t iova, void* va, uint64_t len, bool readable,
+                              bool writeable) override {
     iommu_ioas_map cmd{};
     cmd.size = sizeof(cmd);
-    cmd.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | (writeable ? IOMMU_IOAS_MAP_WRITEABLE : 0);
+    cmd.flags = IOMMU_IOAS_MAP_FIXED_IOVA | (readable ? IOMMU_IOAS_MAP_READABLE : 0) |
+                (writeable ? IOMMU_IOAS_MAP_WRITEABLE : 0);
     cmd.ioas_id = ioas_id;
     cmd.user_va = reinterpret_cast<uintptr_t>(va);
     cmd.length = len;
@@ -108,7 +113,8 @@ class KernelIommufd final : public IommufdOps {
     int e = Ioctl(fd_, IOMMU_IOAS_MAP, &cmd);
     if (e == 0) return absl::OkStatus();
     absl::Status s = IommufdErrno(e, absl::StrFormat("IOMMU_IOAS_MAP ioas %d iova %s from va %p%s", ioas_id,
-                                                     FormatIovaLen(iova, len), va, writeable ? "" : " read-only"));
+                                                     FormatIovaLen(iova, len), va,
+                                                     !readable ? " write-only" : writeable ? "" : " read-only"));
     const char* hint = nullptr;
     if (e == ENOMEM || e == EPERM) hint = "pinning guest RAM failed: raise RLIMIT_MEMLOCK (ulimit -l) or run as root";
     if (e == EEXIST) hint = "the IOVA range is already mapped";

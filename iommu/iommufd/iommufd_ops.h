@@ -121,6 +121,14 @@ class IommufdOps {
   virtual absl::StatusOr<uint32_t> AllocIoas() = 0;  // IOMMU_IOAS_ALLOC
   // IOMMU_IOAS_MAP with IOMMU_IOAS_MAP_FIXED_IOVA | READABLE (| WRITEABLE): pins [va, va+len).
   virtual absl::Status MapFixed(uint32_t ioas_id, uint64_t iova, void* va, uint64_t len, bool writeable) = 0;
+  // IOMMU_IOAS_MAP with FIXED_IOVA and READABLE / WRITEABLE as given (at least one; the
+  // virtio-iommu forwarding maps a guest's write-only MAP write-only). Default: MapFixed when
+  // readable, else Unimplemented.
+  virtual absl::Status MapFixedAccess(uint32_t ioas_id, uint64_t iova, void* va, uint64_t len, bool readable,
+                                      bool writeable) {
+    if (readable) return MapFixed(ioas_id, iova, va, len, writeable);
+    return absl::UnimplementedError("IOMMU_IOAS_MAP without IOMMU_IOAS_MAP_READABLE is not supported here");
+  }
   virtual absl::Status Unmap(uint32_t ioas_id, uint64_t iova, uint64_t len) = 0;  // IOMMU_IOAS_UNMAP
   // IOMMU_IOAS_IOVA_RANGES: the IOVA ranges the IOAS may map given every attached device's
   // reserved regions (e.g. the MSI window 0xfee00000-0xfeefffff on VT-d).

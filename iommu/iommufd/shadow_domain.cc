@@ -90,14 +90,7 @@ absl::Status ShadowDomain::SetConfig(const SecondStageConfig& config) {
   return SyncAll();
 }
 
-const RamRange* ShadowDomain::FindRam(uint64_t gpa, uint64_t len) const {
-  auto it = std::upper_bound(ram_.begin(), ram_.end(), gpa, [](uint64_t g, const RamRange& r) { return g < r.gpa; });
-  if (it == ram_.begin()) return nullptr;
-  const RamRange& r = *std::prev(it);
-  const uint64_t off = gpa - r.gpa;
-  if (off >= r.size || len > r.size - off) return nullptr;
-  return &r;
-}
+const RamRange* ShadowDomain::FindRam(uint64_t gpa, uint64_t len) const { return FindRamRange(ram_, gpa, len); }
 
 // Recursive descent over the present entries of one table (VT-d §9.8) that lie in [st.first,
 // st.last]. `base`: the IOVA the table's entry 0 starts at; `rights`: the R/W/X the levels above

@@ -40,6 +40,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "iommu/dma_space.h"
+#include "iommu/iommufd/host_device.h"
 #include "iommu/iommufd/iommufd_backend.h"
 #include "iommu/iommufd/iommufd_ops.h"
 #include "iommu/iommufd/shadow_domain.h"
@@ -48,19 +49,7 @@
 
 namespace ionest::iommufd {
 
-// One passthrough device as the backend drives it (vmm/passthrough adapts VFIO devices to this).
-class NestedDevice {
- public:
-  virtual ~NestedDevice() = default;
-  virtual const std::string& name() const = 0;
-  virtual uint32_t dev_id() const = 0;  // iommufd device id
-  virtual uint16_t rid() const = 0;     // the guest's requester id of the function
-  virtual bool pri() const = 0;         // PRI capable: its nested HWPTs get the fault queue
-  virtual absl::Status Attach(uint32_t pt_id) = 0;  // RID (replaces the current attachment)
-  virtual absl::Status Detach() = 0;                // RID → the host's blocking domain
-  virtual absl::Status AttachPasid(uint32_t pasid, uint32_t pt_id) = 0;
-  virtual absl::Status DetachPasid(uint32_t pasid) = 0;
-};
+// One passthrough device as the backend drives it: NestedDevice (host_device.h).
 
 struct VtdNestingOptions {
   std::vector<RamRange> ram;

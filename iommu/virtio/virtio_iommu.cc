@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "iommu/trace.h"
 
 namespace ionest {
 namespace {
@@ -149,7 +151,9 @@ void VirtioIommu::WriteConfig(uint64_t offset, const uint8_t* data, size_t size)
   const uint8_t v = data[kCfgBypass - offset];
   absl::MutexLock l(&mu_);
   if (!(features_ & kFBypassConfig) || v > 1) return;
+  if (bypass_ == (v == 1)) return;
   bypass_ = v == 1;  // takes effect for the next translation of every unattached endpoint
+  SyncUnattachedHostsLocked();  // and at once for the host's
 }
 
 void VirtioIommu::SetDriverFeatures(uint64_t features) {
@@ -160,7 +164,14 @@ void VirtioIommu::SetDriverFeatures(uint64_t features) {
 // ---- Reset ----
 
 void VirtioIommu::ResetLocked() {
-  // §5.13.5: after reset no endpoint is attached (so every domain and mapping is gone).
+  // §5.13.5: after reset no endpoint is attached (so every domain and mapping is gone). Host
+  // endpoints move to the unattached state first, then their hosts release the domain spaces.
+  for (auto& [ep, host] : hosts_) {
+    if (absl::Status s = HostMove(*host, ep, nullptr); !s.ok()) (void)HostFailure(s, "reset");
+  }
+  for (auto& [ep, d] : attached_) {
+    if (VirtioIommuHost* host = HostOf(ep)) HostLeft(*host, *d);
+  }
   domains_.clear();
   attached_.clear();
   mappings_ = 0;
@@ -180,8 +191,8 @@ void VirtioIommu::Reset() {
 void VirtioIommu::SystemReset() {
   {
     absl::MutexLock l(&mu_);
+    bypass_ = options_.boot_bypass;  // first: ResetLocked leaves host endpoints as it says
     ResetLocked();
-    bypass_ = options_.boot_bypass;
   }
   absl::MutexLock l(&events_mu_);
   pending_.clear();
@@ -298,9 +309,11 @@ bool VirtioIommu::ReportFault(const Fault& fault) {
     absl::MutexLock l(&events_mu_);
     if (pending_.size() >= options_.max_pending_faults) {
       ++counters_.faults_dropped;  // §5.13.6.9: the device may drop events
+      if (trace::On(trace::kFault)) TraceFault(fault, false);
       return false;
     }
     pending_.push_back(fault);
+    if (trace::On(trace::kFault)) TraceFault(fault, true);
     // Inside our own callback the transport lock is held: HasPendingWork delivers it instead.
     if (t_in_callback != this) notify = notify_;
   }
@@ -440,6 +453,7 @@ VirtioIommu::Reply VirtioIommu::HandleRequest(SplitVirtqueue& vq, const VirtqCha
       }
     }
   }
+  if (trace::On(trace::kRequest)) TraceRequest(type, req, status);
   const uint8_t raw[kTailSize] = {status, 0, 0, 0};  // tail reserved zero (§5.13.6.2)
   if (!vq.WriteTo(c, tail, raw, kTailSize).ok()) return {};
   return {status, static_cast<uint32_t>(tail + kTailSize)};
@@ -459,17 +473,27 @@ uint8_t VirtioIommu::Attach(const uint8_t* req) {
   const bool bypass = flags & kAttachFBypass;
   auto cur_it = attached_.find(ep);
   Domain* cur = cur_it == attached_.end() ? nullptr : cur_it->second;
-  Domain* d;
+  Domain* d = nullptr;
   if (auto it = domains_.find(domain); it != domains_.end()) {
     d = it->second.get();
     if (d->bypass != bypass) return kSInval;  // flag inconsistent with the existing domain
     if (cur == d) return kSOk;
-    if (cur) DetachLocked(ep);  // as DETACH followed by ATTACH
   } else {
     // Creating the domain: the implicit DETACH may destroy the old one and free its slot.
     const size_t after_detach = domains_.size() - (cur && cur->endpoints == 1 ? 1 : 0);
     if (after_detach >= options_.max_domains) return kSNoMem;
-    if (cur) DetachLocked(ep);
+  }
+  VirtioIommuHost* host = HostOf(ep);
+  if (host) {
+    // The host moves first; on a refusal nothing changes here either (the endpoint stays where it
+    // was, in the device and on the host).
+    Domain fresh;  // what a new domain looks like to HostMove
+    fresh.id = domain;
+    fresh.bypass = bypass;
+    if (absl::Status s = HostMove(*host, ep, d ? d : &fresh); !s.ok()) return HostFailure(s, "ATTACH");
+  }
+  if (cur) DetachLocked(ep);  // as DETACH followed by ATTACH
+  if (!d) {
     auto nd = std::make_unique<Domain>();
     nd->id = domain;
     nd->bypass = bypass;
@@ -480,6 +504,7 @@ uint8_t VirtioIommu::Attach(const uint8_t* req) {
   }
   attached_[ep] = d;
   ++d->endpoints;
+  if (host) HostJoined(*host, *d);
   return kSOk;
 }
 
@@ -492,6 +517,10 @@ uint8_t VirtioIommu::Detach(const uint8_t* req) {
   if (!InDomainRange(domain)) return kSRange;
   auto it = attached_.find(ep);
   if (it == attached_.end() || it->second->id != domain) return kSInval;
+  // A host endpoint becomes unattached on the host first (config.bypass decides, §5.13.6.4).
+  if (VirtioIommuHost* host = HostOf(ep)) {
+    if (absl::Status s = HostMove(*host, ep, nullptr); !s.ok()) return HostFailure(s, "DETACH");
+  }
   DetachLocked(ep);
   return kSOk;
 }
@@ -500,6 +529,7 @@ void VirtioIommu::DetachLocked(uint32_t ep) {
   auto it = attached_.find(ep);
   Domain* d = it->second;
   attached_.erase(it);
+  if (VirtioIommuHost* host = HostOf(ep)) HostLeft(*host, *d);
   // §5.13.6.4: a domain without endpoints ceases to exist (its mappings with it).
   if (--d->endpoints == 0) DestroyDomainLocked(d);
 }
@@ -534,6 +564,15 @@ uint8_t VirtioIommu::Map(const uint8_t* req) {
   auto next = d.mappings.upper_bound(ve);  // first mapping starting after the range
   if (next != d.mappings.begin() && std::prev(next)->second.end >= vs) return kSInval;  // overlap
   if (mappings_ >= options_.max_mappings) return kSNoMem;
+  // Hosts of the domain's endpoints map first; the device records the mapping only if all did.
+  for (size_t i = 0; i < d.hosts.size(); ++i) {
+    absl::Status s = d.hosts[i].first->Map(domain, {vs, ve, ps, flags});
+    if (s.ok()) continue;
+    for (size_t j = 0; j < i; ++j) {
+      if (absl::Status u = d.hosts[j].first->Unmap(domain, vs, ve); !u.ok()) (void)HostFailure(u, "MAP rollback");
+    }
+    return HostFailure(s, "MAP");
+  }
   d.mappings.emplace_hint(next, vs, Mapping{ve, ps, flags});
   ++mappings_;
   return kSOk;  // nothing to invalidate: faults are never cached
@@ -560,12 +599,94 @@ uint8_t VirtioIommu::Unmap(const uint8_t* req) {
   auto last = d.mappings.upper_bound(ve);
   if (last != d.mappings.begin() && std::prev(last)->second.end > ve) return kSRange;
   if (first == last) return kSOk;  // nothing mapped in the range (example 1)
-  // Every mapping in [first, last) lies inside [vs, ve]: remove them all.
+  // Every mapping in [first, last) lies inside [vs, ve]: remove them all. The hosts remove exactly
+  // these first; if one refuses, nothing is removed here (the host then holds at most what the
+  // device does).
   const uint64_t lo = first->first, hi = std::prev(last)->second.end;
+  for (auto& [host, n] : d.hosts) {
+    if (absl::Status s = host->Unmap(domain, lo, hi); !s.ok()) return HostFailure(s, "UNMAP");
+  }
   mappings_ -= std::distance(first, last);
   d.mappings.erase(first, last);
   InvalidateRange(d, lo, hi);
   return kSOk;
+}
+
+// ---- Host endpoints (VirtioIommuHost) ----
+
+absl::Status VirtioIommu::SetEndpointHost(uint32_t ep, VirtioIommuHost* host) {
+  if (!IsEndpoint(ep)) return absl::InvalidArgumentError(absl::StrFormat("virtio-iommu: %u is no endpoint", ep));
+  absl::MutexLock l(&mu_);
+  auto at = attached_.find(ep);
+  Domain* d = at == attached_.end() ? nullptr : at->second;
+  if (host) {
+    if (absl::Status s = HostMove(*host, ep, d); !s.ok()) return s;
+  }
+  if (VirtioIommuHost* old = HostOf(ep); old && d) HostLeft(*old, *d);
+  if (host) {
+    hosts_[ep] = host;
+    if (d) HostJoined(*host, *d);
+  } else {
+    hosts_.erase(ep);
+  }
+  return absl::OkStatus();
+}
+
+VirtioIommuHost* VirtioIommu::HostOf(uint32_t ep) const {
+  auto it = hosts_.find(ep);
+  return it == hosts_.end() ? nullptr : it->second;
+}
+
+absl::Status VirtioIommu::HostMove(VirtioIommuHost& host, uint32_t ep, const Domain* to) {
+  // Unattached: identity or blocked as config.bypass says; a bypass domain: identity (§5.13.6.3).
+  if (!to || to->bypass) return host.AttachUntranslated(ep, !to ? bypass_ : true);
+  const bool fresh = std::none_of(to->hosts.begin(), to->hosts.end(), [&](const auto& h) { return h.first == &host; });
+  if (!fresh) return host.AttachDomain(ep, to->id, nullptr);
+  std::vector<VirtioIommuHost::Mapping> replay;
+  replay.reserve(to->mappings.size());
+  for (const auto& [start, m] : to->mappings) replay.push_back({start, m.end, m.phys, m.flags});
+  return host.AttachDomain(ep, to->id, &replay);
+}
+
+void VirtioIommu::HostJoined(VirtioIommuHost& host, Domain& to) {
+  for (auto& [h, n] : to.hosts) {
+    if (h == &host) {
+      ++n;
+      return;
+    }
+  }
+  to.hosts.emplace_back(&host, 1);
+}
+
+void VirtioIommu::HostLeft(VirtioIommuHost& host, Domain& from) {
+  for (auto it = from.hosts.begin(); it != from.hosts.end(); ++it) {
+    if (it->first != &host || --it->second != 0) continue;
+    from.hosts.erase(it);
+    if (!from.bypass) host.ReleaseDomain(from.id);  // its endpoints are elsewhere by now
+    return;
+  }
+}
+
+uint8_t VirtioIommu::HostFailure(const absl::Status& s, const char* what) {
+  // A hostile guest can make the host refuse at will: the first few refusals and then every
+  // 1024th are logged, all are counted (Stats::host_failures).
+  if (++host_failures_ <= 16 || host_failures_ % 1024 == 0) {
+    std::fprintf(stderr, "ionest: virtio-iommu: %s for a host endpoint refused (%llu so far): %s\n", what,
+                 static_cast<unsigned long long>(host_failures_), s.ToString().c_str());
+  }
+  switch (s.code()) {
+    case absl::StatusCode::kResourceExhausted: return kSNoMem;
+    case absl::StatusCode::kOutOfRange: return kSRange;
+    case absl::StatusCode::kInvalidArgument: return kSInval;
+    default: return kSDevErr;
+  }
+}
+
+void VirtioIommu::SyncUnattachedHostsLocked() {
+  for (auto& [ep, host] : hosts_) {
+    if (attached_.contains(ep)) continue;
+    if (absl::Status s = HostMove(*host, ep, nullptr); !s.ok()) (void)HostFailure(s, "bypass change");
+  }
 }
 
 void VirtioIommu::InvalidateRange(const Domain& d, uint64_t start, uint64_t end) {
@@ -591,6 +712,7 @@ VirtioIommu::Stats VirtioIommu::stats() const {
     absl::ReaderMutexLock l(&mu_);
     s.domains = domains_.size();
     s.mappings = mappings_;
+    s.host_failures = host_failures_;
   }
   s.iotlb = iotlb_.stats();
   return s;

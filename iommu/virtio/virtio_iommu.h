@@ -11,6 +11,12 @@
 // access is reported as VIRTIO_IOMMU_FAULT on the eventq (§5.13.6.9): faults wait in a bounded
 // pending list until the driver supplies buffers (overflow: dropped and counted).
 //
+// Endpoints translated by someone else (passthrough functions, whose DMA the host IOMMU translates)
+// get a VirtioIommuHost with SetEndpointHost: the device then forwards every change of their
+// translation to it (§5.13.6.3-6: ATTACH, DETACH, MAP, UNMAP, bypass, reset) before it changes its
+// own state, and keeps its state unchanged when the host refuses. The device's mapping tree stays
+// the authority; the host only mirrors it.
+//
 // Threading: VirtioDevice callbacks run under the transport lock (vCPU). Translate runs on any
 // thread: the hit path takes mu_ shared plus the IOTLB's reader lock (as VT-d's). Request handling
 // takes mu_ exclusively. A fault is queued under events_mu_; the event notifier (wired to
@@ -24,17 +30,52 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "iommu/trace.h"
 #include "devices/virtio_device.h"
 #include "iommu/dma_space.h"
 #include "iommu/iotlb.h"
 
 namespace ionest {
+
+// The host side of endpoints whose DMA does not go through ForRequester (a passthrough function
+// behind a host IOMMU: iommu/iommufd/viommu_forwarding.h). Called with the device's mu_ held, in
+// the order the device changes its state; never called back into the device.
+//
+// The returned status decides the guest's answer (§5.13.6.2): kResourceExhausted -> S_NOMEM,
+// kOutOfRange -> S_RANGE, kInvalidArgument -> S_INVAL, anything else -> S_DEVERR. On failure the
+// implementation leaves the host as it was before the call (the endpoint on its previous target, no
+// new mapping), so the device's state, which it leaves unchanged too, still matches.
+class VirtioIommuHost {
+ public:
+  struct Mapping {
+    uint64_t virt_start = 0, virt_end = 0;  // inclusive, as in the MAP request (§5.13.6.5)
+    uint64_t phys_start = 0;
+    uint32_t flags = 0;  // VIRTIO_IOMMU_MAP_F_*
+    bool operator==(const Mapping&) const = default;
+  };
+  virtual ~VirtioIommuHost() = default;
+  // `endpoint` now translates through the paging domain `domain` (§5.13.6.3). `replay` is non-null
+  // when `domain` had no host endpoint so far: the host creates the domain's address space holding
+  // these mappings (ascending) before the endpoint moves to it.
+  virtual absl::Status AttachDomain(uint32_t endpoint, uint32_t domain, const std::vector<Mapping>* replay) = 0;
+  // `endpoint` is in a bypass domain, or unattached with config.bypass = 1: identity over guest RAM
+  // (`identity` true); or unattached with bypass = 0: every access blocked (§5.13.6.3, §5.13.4.2).
+  virtual absl::Status AttachUntranslated(uint32_t endpoint, bool identity) = 0;
+  // MAP into a domain that has host endpoints (§5.13.6.5), before the device records it.
+  virtual absl::Status Map(uint32_t domain, const Mapping& mapping) = 0;
+  // UNMAP of a domain that has host endpoints (§5.13.6.6): exactly the mappings the device removes,
+  // which all lie in [virt_start, virt_end] (first removed start .. last removed end).
+  virtual absl::Status Unmap(uint32_t domain, uint64_t virt_start, uint64_t virt_end) = 0;
+  // `domain` has no host endpoint any more (they moved elsewhere first): release its address space.
+  virtual void ReleaseDomain(uint32_t domain) = 0;
+};
 
 class VirtioIommu final : public VirtioDevice, public DmaSpaceProvider {
  public:
@@ -110,6 +151,7 @@ class VirtioIommu final : public VirtioDevice, public DmaSpaceProvider {
     size_t faults_pending = 0;
     size_t domains = 0;
     size_t mappings = 0;
+    uint64_t host_failures = 0;  // VirtioIommuHost refusals (answered S_NOMEM/S_RANGE/S_INVAL/S_DEVERR)
     IotlbStats iotlb;
   };
 
@@ -140,9 +182,18 @@ class VirtioIommu final : public VirtioDevice, public DmaSpaceProvider {
   // System reset: device reset, bypass back to boot_bypass, pending faults dropped (§5.13.4.2).
   void SystemReset() ABSL_LOCKS_EXCLUDED(mu_, events_mu_);
 
+  // Hands endpoint `endpoint`'s translation to `host` (nullptr: back to the device alone; the old
+  // host releases the endpoint's domain space if it was its last endpoint there). The endpoint's
+  // current state is forwarded at once (AttachUntranslated or AttachDomain); if the host refuses,
+  // nothing is registered and its status returned. `host` must outlive the registration.
+  absl::Status SetEndpointHost(uint32_t endpoint, VirtioIommuHost* host) ABSL_LOCKS_EXCLUDED(mu_);
+
   bool bypass() const ABSL_LOCKS_EXCLUDED(mu_);
   bool IsEndpoint(uint32_t endpoint) const;
   Stats stats() const ABSL_LOCKS_EXCLUDED(mu_, events_mu_);
+  // `--dump-tables`: the endpoint's domain and its mappings (virtio_trace.cc), at most
+  // trace::DumpWriter's line cap.
+  std::string DumpTables(const trace::DumpRequest& request) const ABSL_LOCKS_EXCLUDED(mu_);
   const Options& options() const { return options_; }
 
  private:
@@ -157,6 +208,8 @@ class VirtioIommu final : public VirtioDevice, public DmaSpaceProvider {
     uint16_t tag = 0;  // IOTLB domain tag
     bool bypass = false;
     uint32_t endpoints = 0;
+    // Of `endpoints`, how many each VirtioIommuHost has (paging domains: the hosts MAP/UNMAP go to).
+    std::vector<std::pair<VirtioIommuHost*, uint32_t>> hosts;
     std::map<uint64_t, Mapping> mappings;  // by virt_start, non-overlapping
   };
   struct Reply {
@@ -171,6 +224,9 @@ class VirtioIommu final : public VirtioDevice, public DmaSpaceProvider {
   bool ReportFault(const Fault& fault) ABSL_LOCKS_EXCLUDED(mu_, events_mu_);
 
   Reply HandleRequest(SplitVirtqueue& vq, const VirtqChain& chain) ABSL_LOCKS_EXCLUDED(mu_);
+  // Event trace (iommu/trace.h, virtio_trace.cc): a request with its status, a fault report.
+  static void TraceRequest(uint8_t type, const uint8_t* req, uint8_t status);
+  static void TraceFault(const Fault& fault, bool queued);
   uint8_t Attach(const uint8_t* req) ABSL_LOCKS_EXCLUDED(mu_);
   uint8_t Detach(const uint8_t* req) ABSL_LOCKS_EXCLUDED(mu_);
   uint8_t Map(const uint8_t* req) ABSL_LOCKS_EXCLUDED(mu_);
@@ -178,6 +234,17 @@ class VirtioIommu final : public VirtioDevice, public DmaSpaceProvider {
   absl::Status DeliverEvents(SplitVirtqueue& vq) ABSL_LOCKS_EXCLUDED(events_mu_);
 
   void DetachLocked(uint32_t endpoint) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Host forwarding (VirtioIommuHost): the host of `endpoint` or null; the guest status of a host
+  // failure (counted, logged with `what`); moving `host`'s `endpoint` to what domain `to` (null:
+  // unattached, config.bypass decides) means, before the device records it; the bookkeeping once it
+  // did (count in `to`, release of the space `from` when its host's last endpoint left).
+  VirtioIommuHost* HostOf(uint32_t endpoint) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint8_t HostFailure(const absl::Status& s, const char* what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status HostMove(VirtioIommuHost& host, uint32_t endpoint, const Domain* to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void HostJoined(VirtioIommuHost& host, Domain& to);
+  static void HostLeft(VirtioIommuHost& host, Domain& from);
+  // Every unattached host endpoint to config.bypass's meaning (after it changed); failures logged.
+  void SyncUnattachedHostsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DestroyDomainLocked(Domain* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InvalidateRange(const Domain& d, uint64_t start, uint64_t end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -195,6 +262,8 @@ class VirtioIommu final : public VirtioDevice, public DmaSpaceProvider {
   absl::flat_hash_map<uint32_t, Domain*> attached_ ABSL_GUARDED_BY(mu_);  // endpoint -> domain
   std::vector<uint16_t> free_tags_ ABSL_GUARDED_BY(mu_);
   size_t mappings_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint32_t, VirtioIommuHost*> hosts_ ABSL_GUARDED_BY(mu_);  // endpoint -> its host
+  uint64_t host_failures_ ABSL_GUARDED_BY(mu_) = 0;
   Iotlb iotlb_;  // internally synchronised; inserts under mu_ shared, invalidations under mu_ exclusive
 
   mutable absl::Mutex events_mu_ ABSL_ACQUIRED_AFTER(mu_);

@@ -32,6 +32,10 @@ class FakeHandle final : public iommufd::IommufdOps {
   absl::Status MapFixed(uint32_t ioas_id, uint64_t iova, void* va, uint64_t len, bool writeable) override {
     return fake_.MapFixed(ioas_id, iova, va, len, writeable);
   }
+  absl::Status MapFixedAccess(uint32_t ioas_id, uint64_t iova, void* va, uint64_t len, bool readable,
+                              bool writeable) override {
+    return fake_.MapFixedAccess(ioas_id, iova, va, len, readable, writeable);
+  }
   absl::Status Unmap(uint32_t ioas_id, uint64_t iova, uint64_t len) override { return fake_.Unmap(ioas_id, iova, len); }
   absl::StatusOr<std::vector<IovaRange>> AllowedIovaRanges(uint32_t ioas_id) override {
     return fake_.AllowedIovaRanges(ioas_id);
@@ -61,7 +65,7 @@ std::unique_ptr<iommufd::IommufdOps> FakeIommufd::NewOps() { return std::make_un
 std::vector<FakeIommufd::Mapping> FakeIommufd::mappings() const {
   std::vector<Mapping> out;
   for (const auto& [id, areas] : ioas_)
-    for (const auto& [iova, a] : areas) out.push_back({id, iova, a.last - iova + 1, a.va, a.writeable});
+    for (const auto& [iova, a] : areas) out.push_back({id, iova, a.last - iova + 1, a.va, a.writeable, a.readable});
   return out;
 }
 
@@ -98,12 +102,17 @@ absl::StatusOr<uint32_t> FakeIommufd::AllocIoas() {
 }
 
 absl::Status FakeIommufd::MapFixed(uint32_t ioas_id, uint64_t iova, void* va, uint64_t len, bool writeable) {
+  return MapFixedAccess(ioas_id, iova, va, len, /*readable=*/true, writeable);
+}
+
+absl::Status FakeIommufd::MapFixedAccess(uint32_t ioas_id, uint64_t iova, void* va, uint64_t len, bool readable,
+                                         bool writeable) {
   if (absl::Status s = Enter(Op::kMapFixed); !s.ok()) return s;
   auto what = absl::StrFormat("IOMMU_IOAS_MAP ioas %d iova %s from va %p%s", ioas_id, FormatIovaLen(iova, len), va,
-                              writeable ? "" : " read-only");
+                              !readable ? " write-only" : writeable ? "" : " read-only");
   auto ioas = ioas_.find(ioas_id);
   if (ioas == ioas_.end()) return IommufdErrno(ENOENT, what);
-  if (len == 0) return IommufdErrno(EINVAL, what);
+  if (len == 0 || !(readable || writeable)) return IommufdErrno(EINVAL, what);
   if (va == nullptr) return IommufdErrno(EFAULT, what);
   uint64_t last = iova + (len - 1);
   if (last < iova || reinterpret_cast<uintptr_t>(va) + (len - 1) < reinterpret_cast<uintptr_t>(va))
@@ -113,7 +122,7 @@ absl::Status FakeIommufd::MapFixed(uint32_t ioas_id, uint64_t iova, void* va, ui
   auto next = areas.lower_bound(iova);
   if (next != areas.end() && next->first <= last) return IommufdErrno(EEXIST, what);
   if (next != areas.begin() && std::prev(next)->second.last >= iova) return IommufdErrno(EEXIST, what);
-  areas.emplace_hint(next, iova, Area{last, va, writeable});
+  areas.emplace_hint(next, iova, Area{last, va, writeable, readable});
   return absl::OkStatus();
 }
 

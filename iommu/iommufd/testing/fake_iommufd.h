@@ -1,6 +1,7 @@
 // In-memory IommufdOps for tests: IOAS objects, fixed mappings, reserved ranges and per-device
 // host IOMMU info, with the kernel's rules and errnos (drivers/iommu/iommufd/io_pagetable.c):
-//   - IOMMU_IOAS_MAP (fixed IOVA): EINVAL if the range is empty or touches a reserved range,
+//   - IOMMU_IOAS_MAP (fixed IOVA): EINVAL if the range is empty, neither readable nor writeable, or
+//     touches a reserved range,
 //     EEXIST if it overlaps a mapping, EOVERFLOW if iova+len or va+len wraps.
 //   - IOMMU_IOAS_UNMAP: every area the range touches must lie entirely inside it, else ENOENT
 //     (areas before the split one are already gone, as in iopt_unmap_iova_range); ENOENT if
@@ -108,6 +109,7 @@ class FakeIommufd final : public iommufd::IommufdOps {
     uint64_t len = 0;
     void* va = nullptr;
     bool writeable = false;
+    bool readable = true;  // false only through MapFixedAccess (write-only)
     bool operator==(const Mapping&) const = default;
   };
 
@@ -169,6 +171,8 @@ class FakeIommufd final : public iommufd::IommufdOps {
   int fd() const override { return -1; }
   absl::StatusOr<uint32_t> AllocIoas() override;
   absl::Status MapFixed(uint32_t ioas_id, uint64_t iova, void* va, uint64_t len, bool writeable) override;
+  absl::Status MapFixedAccess(uint32_t ioas_id, uint64_t iova, void* va, uint64_t len, bool readable,
+                              bool writeable) override;
   absl::Status Unmap(uint32_t ioas_id, uint64_t iova, uint64_t len) override;
   absl::StatusOr<std::vector<IovaRange>> AllowedIovaRanges(uint32_t ioas_id) override;
   absl::StatusOr<HostIommuInfo> GetHwInfo(uint32_t dev_id) override;
@@ -189,6 +193,7 @@ class FakeIommufd final : public iommufd::IommufdOps {
     uint64_t last = 0;
     void* va = nullptr;
     bool writeable = false;
+    bool readable = true;
   };
   struct Fault {
     int fd = -1;                       // the eventfd (the caller's)
