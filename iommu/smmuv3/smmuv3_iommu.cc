@@ -7,6 +7,7 @@
 
 #include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_format.h"
+#include "iommu/trace.h"
 
 namespace ionest::smmuv3 {
 namespace {
@@ -421,6 +422,7 @@ void Smmuv3Iommu::ProcessCommandsLocked(Outbox& out) {
         ++stats_.commands;
         error = ExecuteCommandLocked(cmd, out);
       }
+      if (trace::On(trace::kCommand)) TraceCommand(cons & index_mask, cmd, error);
       --budget;
       if (error != kCerrorNone) {
         // §7.1: CONS stays at the failing command, ERR says why, GERROR.CMDQ_ERR stops the queue.
@@ -585,6 +587,11 @@ uint32_t Smmuv3Iommu::ExecuteCommandLocked(const uint64_t (&cmd)[2], Outbox& out
       r.code = resp == kPriRespSucc ? PageResponseCode::kSuccess
                : resp == kPriRespDeny ? PageResponseCode::kInvalidRequest
                                       : PageResponseCode::kResponseFailure;
+      if (trace::On(trace::kPageRequest)) {
+        trace::Emit(trace::kPageRequest, "smmuv3", "page-response",
+                    {trace::Hex("sid", sid), trace::OptDec("ssid", r.pasid), trace::Dec("group", r.group_index),
+                     trace::Dec("resp", resp), trace::Str("result", trace::ResponseCodeName(r.code))});
+      }
       if (sid <= 0xFFFF) {
         out.calls.push_back([this, r] {
           if (DmaClient* c = ClientOf(r.rid)) c->OnPageResponse(r);
@@ -607,6 +614,12 @@ uint32_t Smmuv3Iommu::ExecuteCommandLocked(const uint64_t (&cmd)[2], Outbox& out
       if (!profile_.stall || !fields(kOp | Bits(13, 12) | kSid, Bits(15, 0))) return kCerrorIll;
       const uint32_t action = Field(cmd[0], 13, 12);
       if (action > kResumeAbort) return kCerrorIll;
+      if (trace::On(trace::kPageRequest)) {
+        static constexpr std::string_view kAction[] = {"terminate", "retry", "abort"};
+        trace::Emit(trace::kPageRequest, "smmuv3", "resume",
+                    {trace::Hex("sid", sid), trace::Dec("stag", cmd[1] & 0xFFFF), trace::Str("action", kAction[action]),
+                     trace::Dec("stalled", stalls_.contains(uint64_t{sid} << 16 | (cmd[1] & 0xFFFF)))});
+      }
       EndStallLocked(sid, static_cast<uint16_t>(cmd[1] & 0xFFFF), action == kResumeRetry, out);
       return kCerrorNone;
     }
@@ -654,6 +667,12 @@ void Smmuv3Iommu::TerminateStallsLocked(std::optional<uint32_t> sid, Outbox& out
 // Events (§7.2-7.3) and page requests (§8).
 
 bool Smmuv3Iommu::RecordEventLocked(const Event& e, Outbox& out) {
+  const bool written = WriteEventLocked(e, out);
+  if (trace::On(trace::kFault | trace::kPageRequest)) TraceEvent(e, written);
+  return written;
+}
+
+bool Smmuv3Iommu::WriteEventLocked(const Event& e, Outbox& out) {
   if (!(cr0_ & kCr0EvtqEn)) {
     ++stats_.events_lost;
     return false;
@@ -729,6 +748,13 @@ absl::Status Smmuv3Iommu::PageRequestFor(uint16_t sid, const PageRequest& req) {
         }
       }
     }
+    if (trace::On(trace::kPageRequest)) {
+      trace::Emit(trace::kPageRequest, "smmuv3", "page-request",
+                  {trace::Hex("sid", sid), trace::OptDec("ssid", req.pasid), trace::Hex("addr", req.addr),
+                   trace::Access("access", req.access), trace::Dec("group", req.group_index & 0x1FF),
+                   trace::Dec("last", req.last),
+                   trace::Str("result", queued ? "queued" : overflow ? "overflow" : "not-queued")});
+    }
     if (!queued && req.last) {
       // Not queued: the group is answered automatically so the device does not wait forever
       // (overflow: Success, the device retries; PRI queue off or broken: Response Failure).
@@ -770,7 +796,7 @@ AtsTranslation Smmuv3Iommu::AtsTranslateFor(uint16_t sid, uint64_t iova, uint32_
       const uint64_t page = iova & ~(kPage4K - 1);
       a = {true, page, page, kPage4K, kAllAccess};
     } else if (res.context->kind == Context::kTranslate) {
-      WalkResult w = Walk(*res.context, iova, access);
+      WalkResult w = Walk(memory_, *res.context, iova, access);
       if (w.ok) {
         const uint64_t size = CacheablePageSize(w.page_size);
         a = {true, iova & ~(size - 1), w.output & ~(size - 1), size, w.perms};
@@ -907,10 +933,10 @@ Smmuv3Iommu::Resolution Smmuv3Iommu::ResolveLocked(uint32_t sid, std::optional<u
   return r;
 }
 
-WalkResult Smmuv3Iommu::Walk(const Context& c, uint64_t iova, uint32_t access) {
-  if (c.s1 && c.s2) return WalkVmsaNested(memory_, c.s1_config, c.s2_config, iova, access);
-  if (c.s1) return WalkVmsaStage1(memory_, c.s1_config, iova, access);
-  return WalkVmsaStage2(memory_, c.s2_config, iova, access);
+WalkResult Smmuv3Iommu::Walk(PhysMemory& memory, const Context& c, uint64_t iova, uint32_t access) {
+  if (c.s1 && c.s2) return WalkVmsaNested(memory, c.s1_config, c.s2_config, iova, access);
+  if (c.s1) return WalkVmsaStage1(memory, c.s1_config, iova, access);
+  return WalkVmsaStage2(memory, c.s2_config, iova, access);
 }
 
 Translation Smmuv3Iommu::TranslateFor(uint16_t sid, uint64_t iova, uint64_t len, uint32_t access,
@@ -1006,7 +1032,7 @@ Translation Smmuv3Iommu::TranslateFor(uint16_t sid, uint64_t iova, uint64_t len,
           continue;
         }
         const uint64_t generation = iotlb_.generation();
-        WalkResult w = Walk(c, addr, access);
+        WalkResult w = Walk(memory_, c, addr, access);
         if (!w.ok) {
           Event ev;
           ev.type = EventForWalkFault(w.fault);

@@ -30,6 +30,7 @@
 #include "iommu/outbox.h"
 #include "iommu/smmuv3/smmuv3_config.h"
 #include "iommu/smmuv3/smmuv3_defs.h"
+#include "iommu/trace.h"
 #include "vmm/guest_memory.h"
 
 namespace ionest::smmuv3 {
@@ -118,6 +119,10 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
 
   Smmuv3Stats stats() const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // `--dump-tables`: the STE (and CD) of one StreamID and, with an IOVA, the walk the model would
+  // do for it (smmuv3_trace.cc). Reads guest memory only; bounded output.
+  std::string DumpTables(const trace::DumpRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   class Space;
   // *_IRQ_CFG0 (MSI address [51:2]), CFG1 (data), CFG2 (MemAttr, SH) (§6.3.18).
@@ -183,10 +188,14 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Combines a valid STE and CD (or none) into a Context (§5.2 S1DSS).
   static Context MakeContext(const SteConfig& ste, const CdConfig* cd, bool stage1_bypassed);
-  WalkResult Walk(const Context& c, uint64_t iova, uint32_t access) ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  WalkResult Walk(PhysMemory& memory, const Context& c, uint64_t iova, uint32_t access) ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   // The fault epilogue: writes the event record (§7.2) if the queue is enabled.
   bool RecordEventLocked(const Event& e, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool WriteEventLocked(const Event& e, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Event trace (iommu/trace.h, smmuv3_trace.cc): an event record, a command executed.
+  void TraceEvent(const Event& e, bool written) const;
+  void TraceCommand(uint32_t index, const uint64_t (&cmd)[2], uint32_t error) const;
   void RaiseGerrorLocked(uint32_t bits, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An MSI (§6.3.18 *_IRQ_CFG0/1, CMD_SYNC): a 32-bit write, to RAM when the address is RAM,
   // otherwise to the MsiSink (after the lock is dropped).
