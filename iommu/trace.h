@@ -185,6 +185,8 @@ class DumpWriter {
   // Appends one line (printf-style done by the caller).
   void Line(std::string line);
   bool full() const { return lines_ >= max_lines_; }
+  // Counts `n` lines the caller did not format because the writer was full.
+  void Cut(size_t n) { cut_ += n; }
   std::string Finish() const;
 
  private:
