@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * ionest_dmatest: guest driver for the ionest DMA test device (PCI 1de5:1110) that lets a process
- * run device DMA on its own virtual addresses (SVA: PASID + first-stage tables shared with the mm,
- * recoverable faults through PCIe PRI and the IOMMU's page request queue).
+ * run device DMA on its own virtual addresses (SVA: PASID + first-stage tables shared with the mm).
+ * Recoverable faults: on x86 behind the VT-d through PCIe PRI and the IOMMU's page request queue; on
+ * arm64 behind the SMMUv3 through the stall model (the device's DT node has dma-can-stall, Linux's
+ * arm-smmu-v3 reports stalled faults to its IOPF queue and answers with CMD_RESUME).
  *
  * ABI: ionest_dmatest_uapi.h. Registers: devices/testdev/dma_test_device_regs.h (ionest repo).
  */
@@ -44,6 +46,8 @@
 #define REG_RESULT 0x60
 #define REG_PAGE_REQUESTS 0x68
 #define REG_BYTES_DONE 0x88
+#define REG_STALLS 0xa0
+#define REG_STALL_PEAK 0xa8
 
 #define CTRL_USE_ATS (1u << 4)
 #define CTRL_IRQ (1u << 5)
@@ -71,6 +75,7 @@ struct dmatest_dev {
 	struct file *owner; /* fd whose job is outstanding; NULL when idle */
 	ktime_t job_start;
 	u64 job_preq;
+	u64 job_stalls;
 };
 
 struct dmatest_file {
@@ -108,6 +113,8 @@ static void fill_result(struct dmatest_dev *d, struct ionest_dmatest_job *job)
 	job->result = rd(d, REG_RESULT);
 	job->bytes_done = rd(d, REG_BYTES_DONE);
 	job->page_requests = rd(d, REG_PAGE_REQUESTS) - d->job_preq;
+	job->stalls = rd(d, REG_STALLS) - d->job_stalls;
+	job->stall_peak = rd(d, REG_STALL_PEAK);
 	job->duration_ns = ktime_to_ns(ktime_sub(ktime_get(), d->job_start));
 	/* STATUS DONE/ERROR are RW1C. */
 	wr(d, REG_STATUS, STATUS_DONE | STATUS_ERROR);
@@ -162,6 +169,7 @@ static int job_start(struct dmatest_file *f, struct file *file, struct ionest_dm
 	wr(d, REG_PATTERN, job->pattern);
 	wr(d, REG_CTRL, ctrl);
 	d->job_preq = rd(d, REG_PAGE_REQUESTS);
+	d->job_stalls = rd(d, REG_STALLS);
 	d->job_start = ktime_get();
 	wr(d, REG_DOORBELL, DOORBELL_START);
 	mutex_unlock(&d->lock);
@@ -325,7 +333,11 @@ static int dmatest_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (ret)
 		goto err_vectors;
 
-	/* IOPF first: the Intel driver wants PRI enabled before SVA (intel_iommu_enable_sva). */
+	/*
+	 * IOPF first: the Intel driver wants PRI enabled before SVA (intel_iommu_enable_sva);
+	 * arm-smmu-v3 accepts IOPF only for a stall_enabled master (dma-can-stall, one StreamID) and
+	 * SVA then adds the device to its event queue's IOPF queue (arm_smmu_master_enable_sva).
+	 */
 	ret = iommu_dev_enable_feature(dev, IOMMU_DEV_FEAT_IOPF);
 	if (ret)
 		dev_warn(dev, "IOPF not enabled (%d): no recoverable faults\n", ret);

@@ -10,6 +10,9 @@
  *   ioctl(fd, IONEST_DMATEST_WAIT, &job);     wait for the job started by this fd
  *   close(fd) / process exit                  aborts this fd's job (device quiesced), then unbinds
  *
+ * Recoverable faults: PCIe page requests behind the VT-d (PRI), stalls behind the SMMUv3 (the
+ * device's accesses are held until Linux's IOPF handler answers with CMD_RESUME).
+ *
  * One job per device at a time (another fd gets -EBUSY while one runs). Addresses are the
  * process's virtual addresses (SVA). RUN/WAIT return 0 when the job ended (successfully or not:
  * see status), -ETIMEDOUT after timeout_ms (the job is aborted), -EINTR on a signal (aborted).
@@ -36,10 +39,10 @@
 #define IONEST_DMATEST_STATUS_ERROR (1u << 2)
 #define IONEST_DMATEST_STATUS_CODE(s) (((s) >> 8) & 0xff)
 /* error codes (enum Error in dma_test_device_regs.h) */
-#define IONEST_DMATEST_ERR_TRANSLATION 4
+#define IONEST_DMATEST_ERR_TRANSLATION 4 /* also: a stalled access aborted (SMMUv3 RESUME abort) */
 #define IONEST_DMATEST_ERR_PAGE_INVALID 5
 #define IONEST_DMATEST_ERR_PAGE_FAILURE 6
-#define IONEST_DMATEST_ERR_PAGE_TIMEOUT 7
+#define IONEST_DMATEST_ERR_PAGE_TIMEOUT 7 /* no page response / RESUME in time */
 #define IONEST_DMATEST_ERR_RETRY_EXHAUSTED 8
 #define IONEST_DMATEST_ERR_PRI_UNAVAILABLE 9
 #define IONEST_DMATEST_ERR_ABORTED 14
@@ -67,6 +70,8 @@ struct ionest_dmatest_job {
 	__u64 bytes_done;    /* BYTES_DONE */
 	__u64 page_requests; /* page requests sent by the device during this job */
 	__u64 duration_ns;   /* doorbell to completion interrupt (guest ktime) */
+	__u64 stalls;        /* accesses the IOMMU stalled (SMMUv3 stall model) during this job */
+	__u64 stall_peak;    /* most stalled accesses the device had outstanding at once in this job */
 };
 
 #define IONEST_DMATEST_MAGIC 'I'
