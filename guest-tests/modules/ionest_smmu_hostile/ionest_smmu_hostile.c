@@ -458,7 +458,8 @@ static void expect_event(struct hostile *h, const char *name, u64 iova, u64 pasi
 		ssv_ok = !(rec[0] & EVT0_SSV);
 	ok = job_faulted(&j) && (j.fault_info & 0xff) == type && (j.fault_info & DT_FI_RECORDED) && got &&
 	     (rec[0] & 0xff) == type && (rec[0] >> 32) == h->sid && ssv_ok && !extra &&
-	     (want_input == ~0ull || rec[2] == want_input);
+	     (want_input == ~0ull || rec[2] == want_input) &&
+	     (type < EVT_F_TRANSLATION || (rec[1] & EVT1_RNW)); /* translation faults: a read, RnW=1 */
 	report(h, ok, name, "want event 0x%02x: status=0x%llx fault_info=0x%llx event=%016llx %016llx %016llx extra=%u",
 	       type, j.status, j.fault_info, rec[0], rec[1], rec[2], extra);
 	evt_drain(h);
@@ -501,7 +502,7 @@ static bool strtab_cover_sid(struct hostile *h)
 
 /*
  * A bad command at the queue's next slot followed by a CMD_SYNC: the SMMU must stop at the bad one
- * with CMDQ_CONS.ERR = `cerror`, raise GERROR.CMDQ_ERR (and its MSI), and not run the SYNC until
+ * with CMDQ_CONS.ERR = CERROR_ILL, raise GERROR.CMDQ_ERR (and its MSI), and not run the SYNC until
  * the driver replaces the entry and acknowledges through GERRORN (§7.1).
  */
 static void expect_cmd_error(struct hostile *h, const char *name, u64 w0, u64 w1)
