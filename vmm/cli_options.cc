@@ -30,6 +30,13 @@ std::string CliUsage() {
                            (1de5:1110), pci-epf-test[,max-len=SIZE] (104c:b500, Linux pci_endpoint_test),
                            or vfio,path=/dev/vfio/devices/vfioN | vfio,host=DDDD:BB:DD.F: a host function
                            bound to vfio-pci, passed through with VFIO cdev + iommufd (README "Real hosts")
+  --trace CLASSES[:PATH]   IOMMU event trace, one line per event (README "Tracing the IOMMU"): CLASSES
+                           a comma list of faults, qi (descriptors/commands), prq (page requests,
+                           responses, stalls), ir, virtio (virtio-iommu requests) or all; PATH a file,
+                           or - / stderr (default)
+  --dump-tables RID[,pasid=N][,iova=ADDR]   dump the IOMMU tables the guest programmed for requester
+                           RID (bb:dd.f or number) to stderr at exit and on SIGUSR2; with iova=, the
+                           walk of that address
   --console                interactive serial console on this terminal (raw mode; Ctrl-A x quits)
   --timeout SECONDS        stop the guest after this long (host wall time)
   --syscall-workaround auto|on|off   kvm_pvm SYSCALL bug work-around (default auto)
@@ -128,6 +135,14 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
       } else if (name == "platform-tables") {
         if (*v != "acpi" && *v != "mptable") return absl::InvalidArgumentError("--platform-tables must be acpi or mptable");
         m.platform_tables = *v;
+      } else if (name == "trace") {
+        auto spec = trace::ParseTraceSpec(*v);
+        if (!spec.ok()) return spec.status();
+        m.trace = *spec;
+      } else if (name == "dump-tables") {
+        auto request = trace::ParseDumpRequest(*v);
+        if (!request.ok()) return request.status();
+        m.dump_tables = *request;
       } else if (name == "syscall-workaround") {
         auto mode = ParseSyscallWorkaroundMode(*v);
         if (!mode.ok()) return mode.status();
@@ -144,6 +159,10 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
   }
   if (!m.smmuv3_profile.empty() && m.iommu != "smmuv3") {
     return absl::InvalidArgumentError("--smmuv3-profile needs --iommu=smmuv3 (arm64)");
+  }
+  if ((m.trace.mask || m.dump_tables) && m.iommu == "none") {
+    return absl::InvalidArgumentError(absl::StrFormat("--%s needs an emulated IOMMU (--iommu=vtd, virtio or smmuv3)",
+                                                      m.trace.mask ? "trace" : "dump-tables"));
   }
   if (!o.help && m.kernel.empty()) return absl::InvalidArgumentError("--kernel is required (see --help)");
   return o;

@@ -110,6 +110,47 @@ TEST(CliTest, PrintVtdCapsNeedsNoKernelButVtd) {
   EXPECT_FALSE(VtdCapsLine(bad->machine).ok());
 }
 
+TEST(CliTest, TraceAndDumpTables) {
+  auto o = ParseCli({"--kernel=/k", "--iommu=vtd", "--trace", "faults,qi,prq,ir:/tmp/t.trace", "--dump-tables=00:03.0,pasid=1,iova=0x1000"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->machine.trace.mask, trace::kFault | trace::kCommand | trace::kPageRequest | trace::kInterrupt);
+  EXPECT_EQ(o->machine.trace.path, "/tmp/t.trace");
+  ASSERT_TRUE(o->machine.dump_tables);
+  EXPECT_EQ(o->machine.dump_tables->rid, 0x18);
+  EXPECT_EQ(o->machine.dump_tables->pasid, 1u);
+  EXPECT_EQ(o->machine.dump_tables->iova, 0x1000u);
+  o = ParseCli({"--kernel=/k", "--iommu=virtio", "--trace=all"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->machine.trace.mask, trace::kAllClasses);
+  EXPECT_EQ(o->machine.trace.path, "");  // stderr
+  EXPECT_FALSE(o->machine.dump_tables);
+  o = ParseCli({"--kernel=/k", "--iommu=smmuv3", "--trace=faults,qi:-"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->machine.trace.path, "");
+  // Off by default.
+  o = ParseCli({"--kernel=/k", "--iommu=vtd"});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->machine.trace.mask, 0u);
+  EXPECT_FALSE(o->machine.dump_tables);
+}
+
+TEST(CliTest, TraceAndDumpTablesErrors) {
+  auto message = [](std::vector<std::string> args) {
+    auto o = ParseCli(args);
+    EXPECT_FALSE(o.ok());
+    return std::string(o.status().message());
+  };
+  EXPECT_EQ(message({"--kernel=/k", "--iommu=vtd", "--trace=faults,tlb:/x"}),
+            "--trace: unknown event class 'tlb' (classes: faults, qi, prq, ir, virtio, all; then :PATH)");
+  EXPECT_EQ(message({"--kernel=/k", "--iommu=vtd", "--trace=faults:"}), "--trace: empty path after ':' (use - for stderr)");
+  EXPECT_EQ(message({"--kernel=/k", "--iommu=vtd", "--trace"}), "--trace needs a value");
+  EXPECT_EQ(message({"--kernel=/k", "--trace=all"}), "--trace needs an emulated IOMMU (--iommu=vtd, virtio or smmuv3)");
+  EXPECT_EQ(message({"--kernel=/k", "--dump-tables=0x10"}),
+            "--dump-tables needs an emulated IOMMU (--iommu=vtd, virtio or smmuv3)");
+  EXPECT_NE(message({"--kernel=/k", "--iommu=vtd", "--dump-tables=00:03.0,iova=zz"}).find("bad value in 'iova=zz'"),
+            std::string::npos);
+}
+
 TEST(StopReasonTest, ExitStatusesAreDistinct) {
   EXPECT_EQ(ExitStatusFor(StopReason::kPowerOff), 0);
   std::set<int> codes;

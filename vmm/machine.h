@@ -67,6 +67,8 @@ class Machine {
   // One line per vCPU: RIP, CPL, RFLAGS (after Run returned).
   std::string DescribeVcpus() const;
   std::string platform_tables() const { return platform_tables_; }
+  // `--dump-tables`: what the guest programmed into the emulated IOMMU for one requester (any thread).
+  std::string DumpTables(const trace::DumpRequest& request) const;
 
  private:
   explicit Machine(const MachineOptions& options) : options_(options) {}

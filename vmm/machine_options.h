@@ -3,10 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "iommu/trace.h"
 #include "vmm/device_spec.h"
 
 namespace ionest {
@@ -44,6 +46,11 @@ struct MachineOptions {
   bool clear_simd_crypto = false;
   std::string platform_tables = "acpi";  // acpi | mptable
   std::vector<TestDeviceSpec> devices;    // --device, in order (devfn TestDeviceDevfn(i))
+  // --trace CLASSES[:PATH]: IOMMU event trace (iommu/trace.h); mask 0 = off. vmm/main.cc opens it.
+  trace::TraceSpec trace;
+  // --dump-tables RID[,pasid=N][,iova=ADDR]: the requester's IOMMU tables, dumped to stderr at exit
+  // and on SIGUSR2 (Machine::DumpTables).
+  std::optional<trace::DumpRequest> dump_tables;
 };
 
 // Parameters that make the minimal guest boot fast on the emulating KVM (docs/vmm.md): serial console, no legacy PTYs (pty_init costs

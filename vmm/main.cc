@@ -4,9 +4,12 @@
 
 #include <atomic>
 #include <cstdio>
+#include <memory>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "iommu/trace.h"
 #include "vmm/cli_options.h"
 #include "vmm/machine.h"
 
@@ -32,13 +35,27 @@ int main(int argc, char** argv) {
     return 0;
   }
   // SIGINT/SIGTERM/SIGHUP stop the machine cleanly (terminal restored, report printed): they are
-  // blocked in every thread and taken by a sigwait thread.
+  // blocked in every thread and taken by a sigwait thread. SIGUSR2 dumps the --dump-tables
+  // requester's IOMMU tables to stderr (SIGUSR1 kicks vCPUs).
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGHUP);
+  sigaddset(&stop_signals, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  // --trace: opened before the machine (a bad path fails at once); outlives the machine, so no
+  // device thread can still be writing to it when it closes.
+  std::unique_ptr<trace::Sink> trace_sink;
+  if (cli->machine.trace.mask) {
+    auto sink = trace::Sink::Open(cli->machine.trace);
+    if (!sink.ok()) {
+      std::fprintf(stderr, "ionest: %s\n", std::string(sink.status().message()).c_str());
+      return 1;
+    }
+    trace_sink = std::move(*sink);
+  }
 
   auto machine = Machine::Create(cli->machine);
   if (!machine.ok()) {
@@ -50,14 +67,31 @@ int main(int argc, char** argv) {
                (*machine)->guest_cmdline().c_str());
   std::atomic<bool> done{false};
   Machine* m = machine->get();
+  const std::optional<trace::DumpRequest> dump = cli->machine.dump_tables;
+  auto dump_tables = [&](const char* when) {
+    if (!dump) {
+      std::fprintf(stderr, "ionest: SIGUSR2: no --dump-tables requester given\n");
+      return;
+    }
+    std::fprintf(stderr, "\r\nionest: IOMMU tables (%s):\n%s", when, m->DumpTables(*dump).c_str());
+  };
   std::thread signal_thread([&] {
     int sig = 0;
     while (sigwait(&stop_signals, &sig) == 0 && !done.load()) {
+      if (sig == SIGUSR2) {
+        dump_tables("SIGUSR2");
+        continue;
+      }
       m->RequestStop(StopReason::kUserQuit, absl::StrFormat("signal %d", sig));
     }
   });
+  if (trace_sink) trace::Install(trace_sink.get());
   std::string detail;
   StopReason reason = (*machine)->Run(&detail);
+  if (trace_sink) {
+    trace::Uninstall();
+    trace_sink->Flush();
+  }
   done = true;
   pthread_kill(signal_thread.native_handle(), SIGHUP);
   signal_thread.join();
@@ -67,6 +101,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ionest: vCPU state: %s\n", (*machine)->DescribeVcpus().c_str());
   }
   std::fprintf(stderr, "ionest: boot timing: %s\n", (*machine)->timing().Report().c_str());
+  if (dump) dump_tables("at exit");
+  if (trace_sink) std::fprintf(stderr, "ionest: %s\n", trace_sink->Summary().c_str());
   std::fprintf(stderr, "ionest: emulation-failure work-arounds: %s\n",
                (*machine)->emulation_stats().Summary().c_str());
 #if defined(__x86_64__)  // the kvm_pvm SYSCALL work-around is x86 only

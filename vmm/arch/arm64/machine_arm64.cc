@@ -286,6 +286,12 @@ absl::Status Machine::SetupVcpus() {
   return gic_->Finalize();
 }
 
+std::string Machine::DumpTables(const trace::DumpRequest& request) const {
+  if (smmu_) return smmu_->DumpTables(request);
+  if (viommu_.device) return viommu_.device->DumpTables(request);
+  return "no emulated IOMMU (--iommu=none)\n";
+}
+
 std::string Machine::DescribeVcpus() const {
   std::string out;
   for (const auto& v : vcpus_) {

@@ -58,6 +58,8 @@ class Machine {
   std::string DescribeVcpus() const;
   // "device tree N bytes (GICv3+ITS)".
   std::string platform_tables() const { return platform_tables_; }
+  // `--dump-tables`: what the guest programmed into the emulated IOMMU for one requester (any thread).
+  std::string DumpTables(const trace::DumpRequest& request) const;
 
  private:
   explicit Machine(const MachineOptions& options) : options_(options) {}
