@@ -5,11 +5,13 @@
 #include "iommu/iommufd/viommu_forwarding.h"
 
 #include <cerrno>
+#include <string>
 #include <memory>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "iommu/iommufd/iommufd_kernel.h"
+#include "iommu/iommufd/testing/fake_host_device.h"
 #include "iommu/iommufd/testing/fake_iommufd.h"
 #include "iommu/virtio/testing/viommu_test_bench.h"
 
@@ -17,48 +19,13 @@ namespace ionest::iommufd {
 namespace {
 
 using V = VirtioIommu;
+using iommufd_testing::FakeHostDevice;
 using iommufd_testing::FakeIommufd;
 using viommu_testing::ViommuBench;
 
 constexpr uint32_t kPt = 0x10;    // the passthrough function (00:02.0)
 constexpr uint32_t kEmu = 0x18;   // an emulated function (00:03.0) in the same virtio-iommu
 constexpr uint32_t kRW = V::kMapFRead | V::kMapFWrite;
-
-// VFIO_DEVICE_ATTACH/DETACH_IOMMUFD_PT as the kernel checks them: the target must exist; an
-// attached IOAS cannot be destroyed (FakeIommufd::MarkAttached).
-class FakeFunction final : public NestedDevice {
- public:
-  explicit FakeFunction(FakeIommufd& fake) : fake_(fake) {}
-  const std::string& name() const override { return name_; }
-  uint32_t dev_id() const override { return 1; }
-  uint16_t rid() const override { return kPt; }
-  bool pri() const override { return false; }
-  absl::Status Attach(uint32_t pt) override {
-    if (fail_attach) return IommufdErrno(std::exchange(fail_errno, EINVAL), "VFIO_DEVICE_ATTACH_IOMMUFD_PT");
-    if (!fake_.ioas_exists(pt)) return IommufdErrno(ENOENT, "VFIO_DEVICE_ATTACH_IOMMUFD_PT");
-    Set(pt);
-    return absl::OkStatus();
-  }
-  absl::Status Detach() override {
-    Set(0);
-    return absl::OkStatus();
-  }
-  absl::Status AttachPasid(uint32_t, uint32_t) override { return absl::UnimplementedError("no PASID"); }
-  absl::Status DetachPasid(uint32_t) override { return absl::UnimplementedError("no PASID"); }
-
-  uint32_t attached = 0;  // 0: detached (the host's blocking domain)
-  bool fail_attach = false;
-  int fail_errno = EINVAL;
-
- private:
-  void Set(uint32_t pt) {
-    if (attached) fake_.MarkAttached(attached, false);
-    if (pt) fake_.MarkAttached(pt, true);
-    attached = pt;
-  }
-  FakeIommufd& fake_;
-  std::string name_ = "vfio@02.0";
-};
 
 class ViommuForwardingTest : public ::testing::Test {
  protected:
@@ -96,7 +63,7 @@ class ViommuForwardingTest : public ::testing::Test {
   uint32_t DomainIoas(uint32_t domain) { return fwd->ioas_of(domain).value_or(0); }
 
   FakeIommufd fake;
-  FakeFunction fn{fake};
+  FakeHostDevice fn{fake, kPt};
   std::unique_ptr<ViommuBench> bench;
   std::vector<RamRange> ram;
   uint32_t identity = 0;
