@@ -10,10 +10,26 @@
 namespace ionest {
 namespace {
 
+// The request layouts of §5.13.6.3-7 (little-endian host; 4-byte head first), as far as traced.
+struct AttachFields {  // also DETACH (flags reserved there)
+  uint8_t head[4];
+  uint32_t domain, endpoint, flags;
+};
+struct MapFields {
+  uint8_t head[4];
+  uint32_t domain;
+  uint64_t virt_start, virt_end, phys_start;
+  uint32_t flags;
+};
+struct ProbeFields {
+  uint8_t head[4];
+  uint32_t endpoint;
+};
 template <typename T>
-T Field(const uint8_t* p, size_t off) {
+T As(const uint8_t* req) {  // `req` holds the largest request (PROBE, 72 bytes)
+  static_assert(sizeof(T) <= VirtioIommu::kProbeSize);
   T v;
-  std::memcpy(&v, p + off, sizeof(T));
+  std::memcpy(&v, req, sizeof(T));
   return v;
 }
 
@@ -35,27 +51,34 @@ void VirtioIommu::TraceRequest(uint8_t type, const uint8_t* req, uint8_t status)
   const trace::Field st = trace::Str("status", StatusName(status));
   switch (type) {
     case kTAttach:
-      trace::Emit(trace::kRequest, "virtio-iommu", "attach",
-                  {trace::Dec("domain", Field<uint32_t>(req, 4)), trace::Hex("endpoint", Field<uint32_t>(req, 8)),
-                   trace::Hex("flags", Field<uint32_t>(req, 12)), st});
+    case kTDetach: {
+      const auto r = As<AttachFields>(req);
+      if (type == kTAttach) {
+        trace::Emit(trace::kRequest, "virtio-iommu", "attach",
+                    {trace::Dec("domain", r.domain), trace::Hex("endpoint", r.endpoint), trace::Hex("flags", r.flags), st});
+      } else {
+        trace::Emit(trace::kRequest, "virtio-iommu", "detach",
+                    {trace::Dec("domain", r.domain), trace::Hex("endpoint", r.endpoint), st});
+      }
       break;
-    case kTDetach:
-      trace::Emit(trace::kRequest, "virtio-iommu", "detach",
-                  {trace::Dec("domain", Field<uint32_t>(req, 4)), trace::Hex("endpoint", Field<uint32_t>(req, 8)), st});
-      break;
+    }
     case kTMap:
-      trace::Emit(trace::kRequest, "virtio-iommu", "map",
-                  {trace::Dec("domain", Field<uint32_t>(req, 4)), trace::Hex("virt_start", Field<uint64_t>(req, 8)),
-                   trace::Hex("virt_end", Field<uint64_t>(req, 16)), trace::Hex("phys_start", Field<uint64_t>(req, 24)),
-                   trace::Hex("flags", Field<uint32_t>(req, 32)), st});
+    case kTUnmap: {  // UNMAP is MAP's first fields
+      const auto r = As<MapFields>(req);
+      if (type == kTMap) {
+        trace::Emit(trace::kRequest, "virtio-iommu", "map",
+                    {trace::Dec("domain", r.domain), trace::Hex("virt_start", r.virt_start),
+                     trace::Hex("virt_end", r.virt_end), trace::Hex("phys_start", r.phys_start),
+                     trace::Hex("flags", r.flags), st});
+      } else {
+        trace::Emit(trace::kRequest, "virtio-iommu", "unmap",
+                    {trace::Dec("domain", r.domain), trace::Hex("virt_start", r.virt_start),
+                     trace::Hex("virt_end", r.virt_end), st});
+      }
       break;
-    case kTUnmap:
-      trace::Emit(trace::kRequest, "virtio-iommu", "unmap",
-                  {trace::Dec("domain", Field<uint32_t>(req, 4)), trace::Hex("virt_start", Field<uint64_t>(req, 8)),
-                   trace::Hex("virt_end", Field<uint64_t>(req, 16)), st});
-      break;
+    }
     case kTProbe:
-      trace::Emit(trace::kRequest, "virtio-iommu", "probe", {trace::Hex("endpoint", Field<uint32_t>(req, 4)), st});
+      trace::Emit(trace::kRequest, "virtio-iommu", "probe", {trace::Hex("endpoint", As<ProbeFields>(req).endpoint), st});
       break;
     default:
       break;

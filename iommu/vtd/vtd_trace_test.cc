@@ -59,7 +59,7 @@ TEST(VtdTraceTest, QueuedDescriptorsExecuted) {
   std::vector<std::string> lines = trace.Lines("vtd qi ");
   ASSERT_EQ(lines.size(), 2u);  // the IOTLB descriptor, then the driver's wait
   EXPECT_THAT(lines[0], HasSubstr("type=2 name=iotlb-inv g=2 did=7 qw0=0x70022 qw1=0x0"));
-  EXPECT_THAT(lines[1], HasSubstr("type=5 name=inv-wait"));
+  EXPECT_THAT(lines[1], HasSubstr("type=5 name=inv-wait g=2 did=0 qw0=0x200000025 qw1=0x2002000"));
   // head= is the descriptor's offset in the queue: the wait follows the IOTLB descriptor.
   auto head = [](const std::string& l) { return std::stoull(l.substr(l.find("head=0x") + 7), nullptr, 16); };
   EXPECT_EQ(head(lines[1]), head(lines[0]) + env->driver->descriptor_bytes());
@@ -103,8 +103,9 @@ TEST(VtdTraceTest, InterruptRemappingDecisions) {
   EXPECT_THAT(lines[0], HasSubstr("sid=00:02.0"));
   EXPECT_THAT(lines[0], HasSubstr("index=5 result=remapped"));
   EXPECT_THAT(lines[0], HasSubstr("out_data=0x61 "));
-  EXPECT_THAT(lines[1], HasSubstr("index=4 result=blocked"));
-  EXPECT_THAT(lines[1], HasSubstr("reason=0x22 name=ir-entry-not-present"));
+  // As quoted in the README.
+  EXPECT_EQ(lines[1], "vtd ir sid=00:02.0 addr=0xfee00090 data=0x0 index=4 result=blocked out_addr=0x0 out_data=0x0 "
+                      "reason=0x22 name=ir-entry-not-present");
   // The blocked interrupt is also a recorded fault, with the index in FI[63:48].
   EXPECT_THAT(trace.Lines("vtd fault "), ElementsAre(HasSubstr("addr=0x4000000000000 type=write")));
 }
