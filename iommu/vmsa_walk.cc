@@ -103,10 +103,11 @@ LeafWalk FindLeaf(TableAccess& io, const Geometry& g, uint64_t ttb, int oas_bits
       return w;
     }
     const bool leaf = level == 3 || !table_or_page;
-    // Output (or next-table) address: bits [47:granule] (or [47:block size]); bits 51:48 are
-    // RES0 without FEAT_LPA and, like any bit at or above the output size, an address size fault.
+    // Output (or next-table) address: bits [47:granule] (or [47:block size]); the RES0 address
+    // bits above (51:48 of a table, 49:48 of a leaf, whose 51:50 are DBM and GP) without FEAT_LPA
+    // are, like any bit at or above the output size, an address size fault.
     const uint64_t addr = e & Mask(vmsa::kMaxAddressBits) & ~Mask(leaf ? shift : g.granule_shift);
-    if ((e & vmsa::kOaHigh) || (addr & ~oa_mask)) {
+    if ((e & (leaf ? vmsa::kOaHighLeaf : vmsa::kOaHighTable)) || (addr & ~oa_mask)) {
       w.fault = Fault(WalkFaultKind::kAddressWidth, stage, level, input, e, entry_addr);
       return w;
     }

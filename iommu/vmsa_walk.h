@@ -47,7 +47,13 @@ inline constexpr uint64_t kPxnTable = 1ull << 59;
 inline constexpr uint64_t kXnTable = 1ull << 60;     // UXNTable
 inline constexpr uint64_t kApTableNoEl0 = 1ull << 61;  // APTable[0]
 inline constexpr uint64_t kApTableReadOnly = 1ull << 62;  // APTable[1]
-inline constexpr uint64_t kOaHigh = 0x000F'0000'0000'0000ull;  // bits 51:48, RES0 with 48-bit OA
+// Without FEAT_LPA/LPA2 (48-bit OA): bits 51:48 of a table descriptor are RES0; in a block or page
+// descriptor only bits 49:48 are, bit 50 is GP (FEAT_BTI) and bit 51 DBM (Arm ARM D8.3.1-D8.3.2),
+// which Linux sets in every writable user PTE (PTE_WRITE = PTE_DBM) that an SVA walk meets.
+inline constexpr uint64_t kOaHighTable = 0x000F'0000'0000'0000ull;  // bits 51:48
+inline constexpr uint64_t kOaHighLeaf = 0x0003'0000'0000'0000ull;   // bits 49:48
+inline constexpr uint64_t kDbm = 1ull << 51;
+inline constexpr uint64_t kGp = 1ull << 50;
 inline constexpr int kMaxAddressBits = 48;
 }  // namespace vmsa
 

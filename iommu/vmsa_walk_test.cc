@@ -152,9 +152,18 @@ TEST_F(VmsaWalkTest, ReservedEncodingsAndAddressSize) {
   s1_.oas_bits = 40;
   ASSERT_TRUE(t0_->SetEntryBits(0x40'0000, 3, 1ull << 41).ok());
   EXPECT_EQ(Walk1(0x40'0000, kDmaRead).fault.kind, WalkFaultKind::kAddressWidth);
-  ASSERT_TRUE(t0_->SetEntryBits(0x40'0000, 3, 1ull << 49, 1ull << 41).ok());  // bits 51:48 are RES0
+  ASSERT_TRUE(t0_->SetEntryBits(0x40'0000, 3, 1ull << 49, 1ull << 41).ok());  // bits 49:48 are RES0
   s1_.oas_bits = 48;
   EXPECT_EQ(Walk1(0x40'0000, kDmaRead).fault.kind, WalkFaultKind::kAddressWidth);
+  // Bits 51:50 of a page are DBM and GP, not address bits: Linux's writable user PTEs have DBM.
+  ASSERT_TRUE(t0_->SetEntryBits(0x40'0000, 3, vmsa::kDbm | vmsa::kGp, 1ull << 49).ok());
+  WalkResult dbm = Walk1(0x40'0000, kDmaRead | kDmaWrite);
+  EXPECT_TRUE(dbm.ok);
+  EXPECT_EQ(dbm.output, 0x400'0000u);
+  // In a table descriptor they stay RES0.
+  ASSERT_TRUE(t0_->SetEntryBits(0x40'0000, 2, vmsa::kDbm).ok());
+  EXPECT_EQ(Walk1(0x40'0000, kDmaRead).fault.kind, WalkFaultKind::kAddressWidth);
+  ASSERT_TRUE(t0_->SetEntryBits(0x40'0000, 2, 0, vmsa::kDbm).ok());
   // A level-0 block does not exist with a 4 KiB granule.
   const uint64_t l0 = *t0_->EntryAddress(0x40'0000, 0);
   ASSERT_TRUE(mem_->WriteObj<uint64_t>(l0, 0x0 | vmsa::kValid | vmsa::kAf).ok());

@@ -53,7 +53,7 @@ struct CdConfig {
   VmsaStage1Config s1;
   uint16_t asid = 0;
   bool stall = false;   // S
-  bool record = false;  // R: record faults that terminate (always recorded by this model)
+  bool record = false;  // R: record faults that terminate (stalls are always recorded)
   bool abort = true;    // A: terminate with abort (RAZ/WI not modelled)
 };
 

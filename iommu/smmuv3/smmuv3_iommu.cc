@@ -837,12 +837,14 @@ Smmuv3Iommu::Context Smmuv3Iommu::MakeContext(const SteConfig& ste, const CdConf
   if (c.s2) {
     c.s2_config = ste.s2_config;
     c.stall_s2 = ste.s2_stall;
+    c.record_s2 = ste.s2_record;
   }
   if (c.s1) {
     c.s1_config = cd->s1;
     c.tag = cd->asid;
     c.type = c.s2 ? IotlbType::kNested : IotlbType::kFirstStage;
     c.stall_s1 = cd->stall && !ste.s1_stall_disable;
+    c.record_s1 = cd->record;
   } else {
     c.tag = kStage2Tag;
     c.type = IotlbType::kSecondStage;
@@ -1052,7 +1054,11 @@ Translation Smmuv3Iommu::TranslateFor(uint16_t sid, uint64_t iova, uint64_t len,
             while (stalls_.contains(uint64_t{sid} << 16 | next_stag_)) ++next_stag_;  // < max_stalls tries
             ev.stag = next_stag_++;
           }
-          const bool recorded = RecordEventLocked(ev, out);
+          // CD.R / STE.S2R = 0: a terminated fault of that stage is not recorded (§5.4, §5.2; e.g.
+          // Linux's SVA CD after the mm went away: EPD0, S = R = 0); a stall always is (§3.12.2).
+          const bool record = ev.type < kEvtTranslation || ev.type > kEvtPermission || stallable ||
+                              (ev.s2 ? c.record_s2 : c.record_s1);
+          const bool recorded = record && RecordEventLocked(ev, out);
           if (stallable && recorded) {
             stalls_.insert(uint64_t{sid} << 16 | *ev.stag);
             ++stats_.stalls;

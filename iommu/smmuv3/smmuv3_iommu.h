@@ -149,6 +149,8 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
     IotlbType type = IotlbType::kFirstStage;
     bool stall_s1 = false;  // CD.S && !STE.S1STALLD (§5.4, §3.12.2)
     bool stall_s2 = false;  // STE.S2S
+    bool record_s1 = true;  // CD.R: record terminated stage-1 faults (§5.4)
+    bool record_s2 = true;  // STE.S2R (§5.2)
   };
   struct Event {
     uint8_t type = 0;

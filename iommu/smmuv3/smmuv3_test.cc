@@ -604,6 +604,31 @@ TEST_F(Smmuv3Test, StalledFaultsWaitForResume) {
   Space().SetClient(nullptr);
 }
 
+// CD.R = 0 (§5.4): terminated stage-1 faults are not recorded; with CD.S they are stalled and
+// recorded regardless. Linux's SVA CD for an exited mm is EPD0 with S = R = 0.
+TEST_F(Smmuv3Test, CdRecordBitOnlySilencesTerminatedFaults) {
+  VmsaTableBuilder t = *VmsaTableBuilder::CreateStage1(*mem_, *alloc_, 48);
+  const uint64_t cd_table = *driver_->AllocCdTable(0);
+  testing::CdWords cd = CdStage1(t.root(), 3);
+  cd.w[0] &= ~kCd0R;
+  ASSERT_TRUE(driver_->WriteCd(cd_table, 0, kS1FmtLinear, 0, cd).ok());
+  ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteStage1(cd_table)).ok());
+  DmaFault fault;
+  uint32_t v = 0;
+  EXPECT_FALSE(Space().Read(0x5000, &v, 4, {}, &fault).ok());
+  EXPECT_EQ(fault.kind, DmaFaultKind::kNotPresent);
+  EXPECT_FALSE(fault.recorded);
+  EXPECT_TRUE(driver_->DrainEvents().empty());
+  cd.w[0] |= kCd0S;
+  ASSERT_TRUE(driver_->WriteCd(cd_table, 0, kS1FmtLinear, 0, cd).ok());
+  ASSERT_TRUE(driver_->Submit({testing::CmdCfgiSte(kSid)}).ok());
+  EXPECT_EQ(ReadFaultKind(0x5000), DmaFaultKind::kStalled);
+  std::vector<EventRecord> ev = driver_->DrainEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_TRUE(ev[0][1] & kEvt1Stall);
+  ASSERT_TRUE(driver_->Submit({Command{kCmdStallTerm | uint64_t{kSid} << 32, 0}}).ok());
+}
+
 // Devices translating on several threads while the driver remaps, invalidates and rewrites the
 // STE: every access sees the old or the new page, nothing else, and nothing deadlocks.
 TEST_F(Smmuv3Test, ConcurrentTranslationAndInvalidation) {
