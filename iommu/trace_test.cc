@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_split.h"
@@ -121,6 +122,33 @@ TEST(TraceSinkTest, FullBufferDropsAndCounts) {
     EXPECT_EQ(sink.written(), 11u);
   }
   EXPECT_EQ(Lines(f).size(), 11u);
+  std::fclose(f);
+}
+
+TEST(TraceSinkTest, ConcurrentEmittersEveryEventWrittenOrCounted) {
+  FILE* f = std::tmpfile();
+  constexpr int kThreads = 4, kEach = 20000;
+  uint64_t written = 0, dropped = 0;
+  {
+    Sink sink(f, false, kFault, /*buffer_bytes=*/64 << 10);  // small: some drops are likely
+    ScopedInstall install(&sink);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([t] {
+        for (int i = 0; i < kEach; ++i) {
+          if (On(kFault)) Emit(kFault, "vtd", "fault", {Dec("t", t), Dec("i", i)});
+        }
+      });
+    }
+    for (std::thread& th : threads) th.join();
+    sink.Flush();
+    written = sink.written();
+    dropped = sink.dropped();
+  }
+  EXPECT_EQ(written + dropped, uint64_t{kThreads} * kEach);
+  std::vector<std::string> lines = Lines(f);
+  EXPECT_EQ(lines.size(), written);
+  for (const std::string& l : lines) ASSERT_THAT(l, MatchesRegex(R"([0-9.]+ vtd fault t=[0-3] i=[0-9]+)"));
   std::fclose(f);
 }
 
