@@ -250,6 +250,10 @@ void DmaTestDevice::WorkerLoop() {
 }
 
 void DmaTestDevice::RunJob(const Job& job) {
+  {
+    absl::MutexLock l(&mu_);
+    early_stall_answers_.clear();  // answers to an earlier job's abandoned stalls
+  }
   uint64_t result = 0;
   const JobEnd end = Execute(job, &result);
   bool irq = false;
@@ -447,10 +451,19 @@ uint32_t DmaTestDevice::RequestBits(const Job& job, uint32_t access) {
 uint8_t DmaTestDevice::AwaitStalls(const Job& job, const DmaFault& stalled, uint64_t range_end, uint32_t access,
                                    std::optional<PageResponseCode>* code) {
   const uint16_t first = static_cast<uint16_t>(stalled.reason);
+  // Registers a held access, taking its answer if it came first.
+  auto hold = [this](uint16_t stag) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    PendingStall p{stag, std::nullopt};
+    if (auto it = early_stall_answers_.find(stag); it != early_stall_answers_.end()) {
+      p.code = it->second;
+      early_stall_answers_.erase(it);
+    }
+    stalls_.push_back(p);
+  };
   {
     absl::MutexLock l(&mu_);
     stalls_.clear();
-    stalls_.push_back({first, std::nullopt});
+    hold(first);
   }
   // Look-ahead (§3.12.2 bounds the transactions held at once by IDR5.STALL_MAX, not by stream):
   // the following pages of the range are requested too, so up to max_stalls_in_flight are held
@@ -469,7 +482,7 @@ uint8_t DmaTestDevice::AwaitStalls(const Job& job, const DmaFault& stalled, uint
     if (!t.fault) continue;
     if (t.fault->kind != DmaFaultKind::kStalled) break;
     absl::MutexLock l(&mu_);
-    stalls_.push_back({static_cast<uint16_t>(t.fault->reason), std::nullopt});
+    hold(static_cast<uint16_t>(t.fault->reason));
     ++held;
   }
   AddJobStat(job, kRegStalls, held);
@@ -694,15 +707,17 @@ uint8_t DmaTestDevice::RequestPages(const Job& job, uint64_t addr, uint64_t rang
 void DmaTestDevice::OnPageResponse(const PageResponse& response) {
   absl::MutexLock l(&mu_);
   if (response.stall) {
-    // The answer to a held access (CMD_RESUME / CMD_STALL_TERM): one the device no longer waits for
-    // (abandoned after its timeout, or of an aborted job) is dropped.
+    // The answer to a held access (CMD_RESUME / CMD_STALL_TERM). One for a stall of an earlier job
+    // the device abandoned is dropped when the next job starts.
     for (PendingStall& p : stalls_) {
       if (p.stag == response.group_index && !p.code) {
         p.code = response.code;
         cv_.SignalAll();
-        break;
+        return;
       }
     }
+    // Not (yet) registered: kept for the worker, bounded (STAGs are not reused for 64 Ki stalls).
+    if (running_ > 0 && early_stall_answers_.size() < 4096) early_stall_answers_[response.group_index] = response.code;
     return;
   }
   if (config().Get16(caps_.pri + pri::kStatus) & pri::kStatusResponseFailure) return;  // ignored after RF

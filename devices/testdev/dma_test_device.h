@@ -33,6 +33,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <thread>
@@ -71,7 +72,7 @@ struct DmaTestDeviceOptions {
   // max_stall_retries_per_access (then kErrRetryExhausted).
   uint32_t max_stalls_in_flight = 32;
   absl::Duration stall_response_timeout = absl::Seconds(5);
-  absl::Duration stall_response_time_per_stall = absl::Milliseconds(50);
+  absl::Duration stall_response_time_per_stall = absl::Milliseconds(100);
   uint32_t max_stall_retries_per_access = 8;
   bool synchronous = false;           // run jobs on the doorbell thread
 };
@@ -206,6 +207,9 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<PendingPageRequest> pending_ ABSL_GUARDED_BY(mu_);
   std::vector<PendingStall> stalls_ ABSL_GUARDED_BY(mu_);  // held accesses of the running job
+  // Answers that arrived before the device registered their stall (the guest may answer while the
+  // worker is still between its Translate and the registration); emptied when a job starts.
+  std::map<uint16_t, PageResponseCode> early_stall_answers_ ABSL_GUARDED_BY(mu_);
   uint16_t next_group_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread worker_;
 };

@@ -289,5 +289,53 @@ TEST_F(StallTest, RetriesOfAnAccessAreBounded) {
   EXPECT_EQ(st.stalls_abandoned, 1u);
 }
 
+// The guest may answer before the device registered its stall (the answer races the worker between
+// its Translate and the wait): the answer is kept, not lost. A space that answers inside Translate.
+class AnswersFirstSpace final : public DmaSpace {
+ public:
+  using DmaSpace::DmaSpace;
+  Translation Translate(uint64_t iova, uint64_t len, uint32_t access, const DmaAttrs& attrs) override {
+    Translation t;
+    if (stalled_.insert(iova & ~0xFFFull).second) {
+      const uint16_t stag = next_stag_++;
+      t.fault = DmaFault{DmaFaultKind::kStalled, iova, access, attrs.pasid, stag, true};
+      PageResponse r{0x18, std::nullopt, stag, PageResponseCode::kSuccess, /*stall=*/true};
+      std::thread([c = client(), r] { c->OnPageResponse(r); }).join();
+      return t;
+    }
+    t.regions.push_back({iova, iova, std::min<uint64_t>(len, 0x1000 - (iova & 0xFFF)), kDmaRead | kDmaWrite});
+    return t;
+  }
+
+ private:
+  std::set<uint64_t> stalled_;  // the device's worker only
+  uint16_t next_stag_ = 7;
+};
+
+TEST(StallRaceTest, AnswerBeforeRegistrationIsKept) {
+  std::unique_ptr<GuestMemory> mem = *GuestMemory::Create({{0, 16ull << 20}});
+  AnswersFirstSpace space(*mem);
+  RecordingMsiSink msi;
+  IoBus mmio{"mmio"}, pio{"pio"};
+  DmaTestDeviceOptions o;
+  o.stall_response_timeout = absl::Seconds(20);
+  DmaTestDevice d("dmatest", o);
+  d.Attach(PciAttachment{0x18, &msi, &space, &mmio, &pio});
+  const uint16_t cmd = pci::kCommandMemory | pci::kCommandBusMaster;
+  uint8_t b[2] = {static_cast<uint8_t>(cmd), static_cast<uint8_t>(cmd >> 8)};
+  d.ConfigWrite(pci::kCommand, b, 2);
+  d.WriteReg(kRegDst, 0x10000);
+  d.WriteReg(kRegLen, 0x4000);
+  d.WriteReg(kRegPattern, 0x77);
+  d.WriteReg(kRegCtrl, kOpFill);
+  const absl::Time start = absl::Now();
+  d.WriteReg(kRegDoorbell, kDoorbellStart);
+  ASSERT_TRUE(d.WaitIdle(absl::Seconds(30)));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));  // no stall waited out its timeout
+  EXPECT_EQ(d.ReadReg(kRegStatus) & (kStatusDone | kStatusError), kStatusDone);
+  EXPECT_EQ(d.ReadReg(kRegStalls), 4u);
+  EXPECT_EQ(*mem->ReadObj<uint64_t>(0x13000), 0x77u);
+}
+
 }  // namespace
 }  // namespace ionest
