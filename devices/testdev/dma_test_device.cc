@@ -493,7 +493,7 @@ uint8_t DmaTestDevice::AwaitStalls(const Job& job, const DmaFault& stalled, uint
     if (!Stale(job)) regs_[kRegStallPeak / 8] = std::max<uint64_t>(regs_[kRegStallPeak / 8], held);
     const absl::Time deadline =
         absl::Now() + options_.stall_response_timeout + options_.stall_response_time_per_stall * held;
-    auto answered = [&] {
+    auto answered = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return std::all_of(stalls_.begin(), stalls_.end(), [](const PendingStall& s) { return s.code.has_value(); });
     };
     while (!answered() && !abort_ && !shutdown_ && !Stale(job))
