@@ -136,7 +136,7 @@ absl::Status Passthrough::EnableVirtioIommuForwarding(VirtioIommu& viommu, const
     eps.push_back({endpoints[i], nested_devices_.back().get()});
   }
   absl::StatusOr<std::unique_ptr<iommufd::ViommuForwarder>> f = iommufd::ViommuForwarder::Create(
-      backend_->ops(), viommu, backend_->ram(), backend_->ioas_id(), std::move(eps));
+      backend_->ops(), viommu, backend_->ram(), backend_->ioas_id(), std::move(eps), backend_->reserved_ranges());
   if (!f.ok()) {
     nested_devices_.clear();
     return f.status();

@@ -11,8 +11,10 @@ namespace ionest::iommufd {
 absl::StatusOr<std::unique_ptr<ViommuForwarder>> ViommuForwarder::Create(IommufdOps& ops, VirtioIommu& viommu,
                                                                          std::vector<RamRange> ram,
                                                                          uint32_t identity_ioas,
-                                                                         std::vector<Endpoint> endpoints) {
-  std::unique_ptr<ViommuForwarder> f(new ViommuForwarder(ops, viommu, std::move(ram), identity_ioas));
+                                                                         std::vector<Endpoint> endpoints,
+                                                                         std::vector<IovaRange> host_reserved) {
+  std::unique_ptr<ViommuForwarder> f(
+      new ViommuForwarder(ops, viommu, std::move(ram), identity_ioas, std::move(host_reserved)));
   {
     absl::MutexLock l(&f->mu_);
     for (const Endpoint& e : endpoints) {
@@ -95,6 +97,14 @@ absl::Status ViommuForwarder::MapOne(uint32_t ioas, const Mapping& m) {
     return absl::OutOfRangeError(absl::StrFormat(
         "virtio-iommu forwarding: MAP [%#x, %#x] -> phys %#x: not inside guest RAM", m.virt_start, m.virt_end,
         m.phys_start));
+  }
+  for (const IovaRange& res : host_reserved_) {
+    if (m.virt_start <= res.last && res.start <= m.virt_end) {
+      ++stats_.refused;
+      return absl::OutOfRangeError(absl::StrFormat(
+          "virtio-iommu forwarding: MAP [%#x, %#x]: overlaps the host's reserved IOVA range [%#x, %#x]", m.virt_start,
+          m.virt_end, res.start, res.last));
+    }
   }
   void* va = static_cast<uint8_t*>(r->host) + (m.phys_start - r->gpa);
   if (absl::Status s = ops_.MapFixedAccess(ioas, m.virt_start, va, len, read, write); !s.ok()) {

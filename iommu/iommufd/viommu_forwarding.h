@@ -19,7 +19,9 @@
 // IOVA virt_start, length virt_end - virt_start + 1, from the host virtual address backing guest
 // RAM at phys_start, READABLE / WRITEABLE as the flags say. Only guest RAM is ever mapped: a
 // physical range not wholly inside one guest RAM range is refused with OutOfRange (S_RANGE), an
-// MMIO mapping or one with neither READ nor WRITE with InvalidArgument (S_INVAL). UNMAP (§5.13.6.6)
+// MMIO mapping or one with neither READ nor WRITE with InvalidArgument (S_INVAL); an IOVA range
+// over one of the host's reserved ranges (IOMMU_IOAS_IOVA_RANGES' complement, e.g. the SMMU's
+// software MSI window) with OutOfRange before the kernel would say EINVAL. UNMAP (§5.13.6.6)
 // -> one IOMMU_IOAS_UNMAP of exactly the span of mappings the device removed (the device keeps the
 // spec's rules: no split, whole mappings only; one device mapping = one IOAS area, so the host
 // agrees). A host failure is ResourceExhausted for ENOMEM (S_NOMEM) and Internal otherwise
@@ -65,11 +67,13 @@ class ViommuForwarder final : public VirtioIommuHost {
   };
   // Registers every endpoint with `viommu` (each moves to what its current guest state means,
   // normally the unattached state after reset). `ram`: guest RAM (sorted); `identity_ioas`: the
-  // VM's IOAS over guest RAM. On error nothing stays registered and every device is back on
+  // VM's IOAS over guest RAM; `host_reserved`: IOVA ranges no IOAS of these devices may map
+  // (IommufdBackend::reserved_ranges()). On error nothing stays registered and every device is back on
   // `identity_ioas`. `ops`, `viommu` and the devices must outlive the forwarder.
   static absl::StatusOr<std::unique_ptr<ViommuForwarder>> Create(IommufdOps& ops, VirtioIommu& viommu,
                                                                  std::vector<RamRange> ram, uint32_t identity_ioas,
-                                                                 std::vector<Endpoint> endpoints);
+                                                                 std::vector<Endpoint> endpoints,
+                                                                 std::vector<IovaRange> host_reserved = {});
   // Unregisters from the device, puts every function back on the identity IOAS (where the
   // passthrough code expects it at release) and destroys every per-domain IOAS.
   ~ViommuForwarder() override;
@@ -102,8 +106,13 @@ class ViommuForwarder final : public VirtioIommuHost {
     size_t areas = 0;
   };
 
-  ViommuForwarder(IommufdOps& ops, VirtioIommu& viommu, std::vector<RamRange> ram, uint32_t identity_ioas)
-      : ops_(ops), viommu_(viommu), ram_(std::move(ram)), identity_ioas_(identity_ioas) {}
+  ViommuForwarder(IommufdOps& ops, VirtioIommu& viommu, std::vector<RamRange> ram, uint32_t identity_ioas,
+                  std::vector<IovaRange> host_reserved)
+      : ops_(ops),
+        viommu_(viommu),
+        ram_(std::move(ram)),
+        identity_ioas_(identity_ioas),
+        host_reserved_(std::move(host_reserved)) {}
   absl::Status MapOne(uint32_t ioas, const Mapping& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Move(State& st, uint32_t endpoint, Where where, uint32_t domain, uint32_t pt)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -114,6 +123,7 @@ class ViommuForwarder final : public VirtioIommuHost {
   VirtioIommu& viommu_;
   const std::vector<RamRange> ram_;
   const uint32_t identity_ioas_;
+  const std::vector<IovaRange> host_reserved_;
   mutable absl::Mutex mu_;
   std::map<uint32_t, State> endpoints_ ABSL_GUARDED_BY(mu_);  // by endpoint ID
   std::map<uint32_t, Space> spaces_ ABSL_GUARDED_BY(mu_);     // by guest domain ID

@@ -26,6 +26,7 @@ using viommu_testing::ViommuBench;
 constexpr uint32_t kPt = 0x10;    // the passthrough function (00:02.0)
 constexpr uint32_t kEmu = 0x18;   // an emulated function (00:03.0) in the same virtio-iommu
 constexpr uint32_t kRW = V::kMapFRead | V::kMapFWrite;
+constexpr IovaRange kHostMsi{0x8000000, 0x80FFFFF};  // the host SMMU driver's software MSI window
 
 class ViommuForwardingTest : public ::testing::Test {
  protected:
@@ -45,7 +46,7 @@ class ViommuForwardingTest : public ::testing::Test {
     identity = *id;
     ASSERT_TRUE(fake.MapFixed(identity, r.gpa, r.host, r.size, true).ok());
     fn.Attach(identity).IgnoreError();  // where Passthrough::Open leaves it
-    auto f = ViommuForwarder::Create(fake, *bench->iommu, ram, identity, {{kPt, &fn}});
+    auto f = ViommuForwarder::Create(fake, *bench->iommu, ram, identity, {{kPt, &fn}}, {kHostMsi});
     ASSERT_TRUE(f.ok()) << f.status();
     fwd = std::move(*f);
     ASSERT_TRUE(bench->Start());
@@ -144,9 +145,12 @@ TEST_F(ViommuForwardingTest, OnlyGuestRamIsMapped) {
   EXPECT_EQ(bench->Map(1, 0x100000, 0x101FFF, ViommuBench::kRam - 0x1000, kRW), V::kSRange);
   EXPECT_EQ(bench->Map(1, 0x100000, 0x100FFF, 0x8000000000, kRW | V::kMapFMmio), V::kSInval);
   EXPECT_EQ(bench->Map(1, 0x100000, 0x100FFF, 0x200000, 0), V::kSInval);
+  // Over the host's reserved IOVA range (its MSI window): S_RANGE, the kernel never asked.
+  EXPECT_EQ(bench->Map(1, 0x80FF000, 0x8100FFF, 0x200000, kRW), V::kSRange);
   EXPECT_TRUE(In(ioas).empty());
   EXPECT_EQ(bench->iommu->stats().mappings, 0u);
-  EXPECT_EQ(fwd->stats().refused, 4u);
+  EXPECT_EQ(fwd->stats().refused, 5u);
+  EXPECT_EQ(fake.calls(FakeIommufd::Op::kMapFixed), 1);  // the identity IOAS's RAM only
   // The same IOVA maps fine afterwards (the device recorded none of the refused ones).
   EXPECT_EQ(bench->Map(1, 0x100000, 0x100FFF, 0x200000, kRW), V::kSOk);
 }

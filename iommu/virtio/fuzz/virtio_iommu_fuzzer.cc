@@ -13,6 +13,13 @@
 //    pending faults stay within their bound.
 // After raw chains or ring corruption the model no longer knows the device state, so only the
 // structural invariants are checked until the next device reset resynchronises it.
+//
+// With a passthrough endpoint (input bit, endpoint 0x13): a ViommuForwarder over the iommufd test
+// double is its VirtioIommuHost (issue 12 item 5). The model then also refuses MAPs the host cannot
+// take (not guest RAM, MMIO, no right) in domains holding 0x13, and after every operation the host
+// must mirror the model exactly: 0x13 on the identity IOAS, detached, or its domain's IOAS holding
+// exactly the domain's mappings, and no IOAS beyond those live. Injected host ENOMEMs must come back
+// as S_NOMEM with the device's state unchanged.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -23,6 +30,10 @@
 #include <optional>
 #include <vector>
 
+#include "iommu/iommufd/iommufd_kernel.h"
+#include "iommu/iommufd/testing/fake_host_device.h"
+#include "iommu/iommufd/testing/fake_iommufd.h"
+#include "iommu/iommufd/viommu_forwarding.h"
 #include "iommu/virtio/testing/viommu_test_bench.h"
 #include "iommu/virtio/virtio_iommu.h"
 
@@ -80,6 +91,8 @@ struct Model {
   std::map<uint32_t, Domain> domains;
   std::map<uint32_t, uint32_t> attached;
   size_t mappings = 0;
+  std::optional<uint32_t> host_ep;  // the passthrough endpoint, if any
+  uint64_t ram = 0;                 // guest RAM [0, ram): all the host may map
 
   explicit Model(const V::Options& opts) : o(opts), bypass(opts.boot_bypass) {}
   uint64_t granule() const { return o.page_size_mask & -o.page_size_mask; }
@@ -89,6 +102,17 @@ struct Model {
     return false;
   }
   bool InDomains(uint32_t d) const { return d >= o.domain_start && d <= o.domain_end; }
+  // What the host IOAS can hold: guest RAM, readable and/or writeable, not MMIO.
+  bool HostOk(uint64_t vs, uint64_t ve, uint64_t ps, uint32_t flags) const {
+    const uint64_t len = ve - vs + 1;
+    return !(flags & V::kMapFMmio) && (flags & (V::kMapFRead | V::kMapFWrite)) && len != 0 && ps < ram &&
+           len <= ram - ps;
+  }
+  bool HostIn(uint32_t dom) const {
+    if (!host_ep) return false;
+    auto a = attached.find(*host_ep);
+    return a != attached.end() && a->second == dom;
+  }
   void DeviceReset() {
     domains.clear();
     attached.clear();
@@ -118,6 +142,10 @@ struct Model {
         auto it = domains.find(dom);
         if (it != domains.end() && it->second.bypass != byp) return false;
         if (attached.count(ep) && attached[ep] == dom) return true;
+        if (host_ep && ep == *host_ep && it != domains.end() && !byp) {
+          for (auto& [vs, m] : it->second.maps)  // the host IOAS replays them
+            if (!HostOk(vs, m.end, m.phys, m.flags)) return false;
+        }
         if (it == domains.end()) {
           const bool frees = attached.count(ep) && domains[attached[ep]].endpoints == 1;
           if (domains.size() - (frees ? 1 : 0) >= o.max_domains) return false;  // NOMEM
@@ -150,6 +178,7 @@ struct Model {
         for (auto& [s, m] : it->second.maps)
           if (s <= ve && vs <= m.end) return false;
         if (mappings >= o.max_mappings) return false;
+        if (HostIn(dom) && !HostOk(vs, ve, ps, flags)) return false;
         it->second.maps[vs] = {ve, ps, flags};
         ++mappings;
         return true;
@@ -201,6 +230,71 @@ struct Fuzz {
   std::unique_ptr<Model> model;
   bool running = false;  // the transport processes the bench's rings
   bool trusted = true;   // ring memory holds only what the bench and the device wrote
+  // Passthrough endpoint (0x13): the host side, destroyed before the bench.
+  static constexpr uint32_t kHostEp = 0x13;
+  std::unique_ptr<iommufd_testing::FakeIommufd> host;
+  std::unique_ptr<iommufd_testing::FakeHostDevice> host_dev;
+  std::unique_ptr<iommufd::ViommuForwarder> fwd;
+  uint32_t identity = 0;
+  int host_failures_pending = 0;  // injected ENOMEMs not yet seen as S_NOMEM
+
+  void SetUpHost() {
+    if (!b->iommu->IsEndpoint(kHostEp)) return;  // Options::endpoints may leave it out
+    host = std::make_unique<iommufd_testing::FakeIommufd>();
+    host_dev = std::make_unique<iommufd_testing::FakeHostDevice>(*host, kHostEp);
+    const MemoryRegion& r = b->mem->regions()[0];
+    identity = *host->AllocIoas();
+    FUZZ_CHECK(host->MapFixed(identity, r.gpa, r.host, r.size, true).ok());
+    FUZZ_CHECK(host_dev->Attach(identity).ok());
+    auto f = iommufd::ViommuForwarder::Create(*host, *b->iommu, {{r.gpa, r.host, r.size}}, identity,
+                                              {{kHostEp, host_dev.get()}});
+    FUZZ_CHECK(f.ok());
+    fwd = std::move(*f);
+    model->host_ep = kHostEp;
+    model->ram = r.size;
+  }
+
+  // The host mirrors the device: see the file comment.
+  void CheckHost() {
+    if (!fwd) return;
+    const iommufd::ViommuForwardingStats st = fwd->stats();
+    FUZZ_CHECK(st.spaces <= 1 && host->live_objects() == 1 + st.spaces);
+    const std::vector<iommufd_testing::FakeIommufd::Mapping> maps = host->mappings();
+    size_t in_spaces = 0;
+    for (const auto& m : maps) in_spaces += m.ioas_id != identity;
+    FUZZ_CHECK(st.mapped_areas == in_spaces);
+    if (st.spaces == 1) FUZZ_CHECK(host_dev->attached != identity && host_dev->attached != 0);
+    if (!model->known) return;
+    auto a = model->attached.find(kHostEp);
+    if (a == model->attached.end()) {
+      FUZZ_CHECK(host_dev->attached == (model->bypass ? identity : 0u) && st.spaces == 0);
+      return;
+    }
+    const Model::Domain& d = model->domains.at(a->second);
+    if (d.bypass) {
+      FUZZ_CHECK(host_dev->attached == identity && st.spaces == 0);
+      return;
+    }
+    const std::optional<uint32_t> ioas = fwd->ioas_of(a->second);
+    FUZZ_CHECK(ioas && host_dev->attached == *ioas);
+    std::vector<iommufd_testing::FakeIommufd::Mapping> want;
+    uint8_t* base = static_cast<uint8_t*>(b->mem->regions()[0].host);
+    for (const auto& [vs, m] : d.maps)
+      want.push_back({*ioas, vs, m.end - vs + 1, base + m.phys, (m.flags & V::kMapFWrite) != 0,
+                      (m.flags & V::kMapFRead) != 0});
+    std::vector<iommufd_testing::FakeIommufd::Mapping> got;
+    for (const auto& m : maps)
+      if (m.ioas_id == *ioas) got.push_back(m);
+    FUZZ_CHECK(got == want);
+  }
+
+  void InjectHostFailure() {
+    const uint8_t s = in.Get<uint8_t>();
+    if (!fwd) return;
+    using Op = iommufd_testing::FakeIommufd::Op;
+    host->FailNext(s & 1 ? Op::kMapFixed : Op::kAllocIoas, iommufd::IommufdErrno(ENOMEM, "injected"), (s >> 1) % 3);
+    ++host_failures_pending;
+  }
 
   uint32_t Domain() {
     const uint8_t s = in.Get<uint8_t>();
@@ -267,10 +361,17 @@ struct Fuzz {
     FUZZ_CHECK(status <= V::kSNoMem);
     const uint32_t need[] = {0, V::kAttachSize, V::kDetachSize, V::kMapSize, V::kUnmapSize, V::kProbeSize};
     if (!model->known) return;
+    const Model before = *model;
     bool ok = body.size() >= need[type];
     if (ok) {
       std::vector<uint8_t> req(body.begin(), body.begin() + need[type]);
       ok = model->Apply(req) && (type != V::kTProbe || writable >= opts.probe_size + 4);
+    }
+    if (ok && status == V::kSNoMem && host_failures_pending > 0) {
+      // An injected host ENOMEM: S_NOMEM and nothing changed in the device (§5.13.6.2).
+      --host_failures_pending;
+      model = std::make_unique<Model>(before);
+      return;
     }
     if ((status == V::kSOk) != ok) {
       std::fprintf(stderr, "type %u status %u model %d\n", type, status, ok);
@@ -466,6 +567,7 @@ struct Fuzz {
     running = b->Start();
     FUZZ_CHECK(running);
     model->features = b->pci->driver_features();
+    if (a & 0x40) SetUpHost();
     // Unless the input says otherwise, start from a populated state so that short inputs reach
     // translations through mappings: endpoints 0x10/0x11 in domain 1 with pages at kDmaArea,
     // 0x12 in bypass domain 2.
@@ -485,6 +587,7 @@ struct Fuzz {
       if (kTrace) std::fprintf(stderr, "op %u (known %d running %d trusted %d)\n", op, model->known, running, trusted);
       switch (op) {
         default: Request(); break;
+        case 13: InjectHostFailure(); break;
         case 14: case 15: case 16: case 17: case 18: case 19: case 20: case 21: Translate(); break;
         case 22: case 23: case 24: Events(); break;
         case 27: Start(); break;
@@ -511,6 +614,7 @@ struct Fuzz {
           break;
       }
       CheckCounts();
+      CheckHost();
     }
   }
 };
