@@ -668,7 +668,7 @@ void Smmuv3Iommu::TerminateStallsLocked(std::optional<uint32_t> sid, Outbox& out
 
 bool Smmuv3Iommu::RecordEventLocked(const Event& e, Outbox& out) {
   const bool written = WriteEventLocked(e, out);
-  if (trace::On(trace::kFault | trace::kPageRequest)) TraceEvent(e, written);
+  if (trace::On(trace::kFault | trace::kPageRequest)) TraceEvent(e, written ? "written" : "lost");
   return written;
 }
 
@@ -1059,6 +1059,7 @@ Translation Smmuv3Iommu::TranslateFor(uint16_t sid, uint64_t iova, uint64_t len,
           const bool record = ev.type < kEvtTranslation || ev.type > kEvtPermission || stallable ||
                               (ev.s2 ? c.record_s2 : c.record_s1);
           const bool recorded = record && RecordEventLocked(ev, out);
+          if (!record && trace::On(trace::kFault)) TraceEvent(ev, "not-recorded");
           if (stallable && recorded) {
             stalls_.insert(uint64_t{sid} << 16 | *ev.stag);
             ++stats_.stalls;

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -196,7 +197,8 @@ class Smmuv3Iommu final : public DmaSpaceProvider {
   bool RecordEventLocked(const Event& e, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool WriteEventLocked(const Event& e, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Event trace (iommu/trace.h, smmuv3_trace.cc): an event record, a command executed.
-  void TraceEvent(const Event& e, bool written) const;
+  // `result`: written, lost (queue off/full/abort), not-recorded (CD.R / STE.S2R = 0).
+  void TraceEvent(const Event& e, std::string_view result) const;
   void TraceCommand(uint32_t index, const uint64_t (&cmd)[2], uint32_t error) const;
   void RaiseGerrorLocked(uint32_t bits, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An MSI (§6.3.18 *_IRQ_CFG0/1, CMD_SYNC): a 32-bit write, to RAM when the address is RAM,

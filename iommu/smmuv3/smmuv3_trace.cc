@@ -74,14 +74,14 @@ std::string_view CerrorName(uint32_t error) {
 
 }  // namespace
 
-void Smmuv3Iommu::TraceEvent(const Event& e, bool written) const {
+void Smmuv3Iommu::TraceEvent(const Event& e, std::string_view result) const {
   trace::Emit(trace::kFault, "smmuv3", "event",
               {trace::Hex("sid", e.sid), trace::OptDec("ssid", e.ssid), trace::Hex("type", e.type),
                trace::Str("name", EventName(e.type)), trace::Hex("input", e.input), trace::Access("access", e.access),
                trace::Dec("s2", e.s2), trace::Hex("addr3", e.addr3),
                e.stag ? trace::Dec("stag", *e.stag) : trace::OptDec("stag", std::nullopt),
-               trace::Str("result", written ? "written" : "lost")});
-  if (e.stag && written) {
+               trace::Str("result", result)});
+  if (e.stag && result == "written") {
     trace::Emit(trace::kPageRequest, "smmuv3", "stall",
                 {trace::Hex("sid", e.sid), trace::OptDec("ssid", e.ssid), trace::Dec("stag", *e.stag),
                  trace::Hex("input", e.input), trace::Access("access", e.access), trace::Str("name", EventName(e.type))});

@@ -77,6 +77,22 @@ TEST_F(Smmuv3TraceTest, EventWrittenAndCommandsExecuted) {
   EXPECT_THAT(trace.Lines("smmuv3 cmd ").back(), HasSubstr("result=CERROR_ILL"));
 }
 
+TEST_F(Smmuv3TraceTest, FaultNotRecordedWithCdRClearIsStillTraced) {
+  Build({});
+  VmsaTableBuilder t = *VmsaTableBuilder::CreateStage1(*mem_, *alloc_, 48);
+  const uint64_t cd_table = *driver_->AllocCdTable(0);
+  testing::CdWords cd = testing::CdStage1(t.root(), 3);
+  cd.w[0] &= ~kCd0R;  // R = 0: terminated faults are not recorded (§5.4)
+  ASSERT_TRUE(driver_->WriteCd(cd_table, 0, kS1FmtLinear, 0, cd).ok());
+  ASSERT_TRUE(driver_->WriteSte(kSid, testing::SteStage1(cd_table)).ok());
+  TraceCapture trace;
+  uint32_t v = 0;
+  EXPECT_FALSE(Space().Read(0x5000, &v, 4).ok());
+  EXPECT_TRUE(driver_->DrainEvents().empty());
+  EXPECT_THAT(trace.Lines("smmuv3 event "), ElementsAre(HasSubstr("name=F_TRANSLATION input=0x5000 access=r")));
+  EXPECT_THAT(trace.Lines("smmuv3 event "), ElementsAre(HasSubstr("result=not-recorded")));
+}
+
 TEST_F(Smmuv3TraceTest, StallAndResume) {
   Smmuv3Profile p;
   p.stall = true;
