@@ -171,6 +171,12 @@ absl::Status ViommuForwarder::Unmap(uint32_t domain, uint64_t virt_start, uint64
   return absl::OkStatus();
 }
 
+std::vector<VirtioIommuHost::Reserved> ViommuForwarder::ReservedIova(uint32_t) {
+  std::vector<VirtioIommuHost::Reserved> out;
+  for (const IovaRange& r : host_reserved_) out.push_back({r.start, r.last});
+  return out;
+}
+
 void ViommuForwarder::ReleaseDomain(uint32_t domain) {
   absl::MutexLock l(&mu_);
   DestroySpace(domain);

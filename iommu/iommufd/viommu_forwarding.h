@@ -86,6 +86,8 @@ class ViommuForwarder final : public VirtioIommuHost {
   absl::Status Map(uint32_t domain, const Mapping& mapping) override;
   absl::Status Unmap(uint32_t domain, uint64_t virt_start, uint64_t virt_end) override;
   void ReleaseDomain(uint32_t domain) override;
+  // The host's reserved IOVA ranges (the same for every endpoint): PROBE reports them.
+  std::vector<VirtioIommuHost::Reserved> ReservedIova(uint32_t endpoint) override;
 
   ViommuForwardingStats stats() const;
   // The host IOAS of guest domain `domain`, if it has one (tests).

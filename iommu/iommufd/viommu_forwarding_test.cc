@@ -5,8 +5,10 @@
 #include "iommu/iommufd/viommu_forwarding.h"
 
 #include <cerrno>
-#include <string>
+#include <cstring>
 #include <memory>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -46,7 +48,10 @@ class ViommuForwardingTest : public ::testing::Test {
     identity = *id;
     ASSERT_TRUE(fake.MapFixed(identity, r.gpa, r.host, r.size, true).ok());
     fn.Attach(identity).IgnoreError();  // where Passthrough::Open leaves it
-    auto f = ViommuForwarder::Create(fake, *bench->iommu, ram, identity, {{kPt, &fn}}, {kHostMsi});
+    // The host's reserved ranges: its MSI window, one around the device's own MSI region
+    // (0xfee00000-0xfeefffff), and everything past 2^48 (beyond input_range).
+    auto f = ViommuForwarder::Create(fake, *bench->iommu, ram, identity, {{kPt, &fn}},
+                                     {kHostMsi, {0xFED00000, 0xFEFFFFFF}, {1ull << 48, ~0ull}});
     ASSERT_TRUE(f.ok()) << f.status();
     fwd = std::move(*f);
     ASSERT_TRUE(bench->Start());
@@ -258,6 +263,32 @@ TEST_F(ViommuForwardingTest, DeviceResetReleasesEverything) {
   EXPECT_EQ(fn.attached, identity);
   EXPECT_EQ(fake.mappings().size(), 2u);  // the two identity IOASes' RAM (one per Build)
   EXPECT_EQ(fake.live_objects(), 2u);
+}
+
+TEST_F(ViommuForwardingTest, ProbeReportsTheHostsReservedRanges) {
+  // §5.13.6.8.1: RESV_MEM properties; the host's ranges as RESERVED, clipped to input_range and
+  // around the device's own MSI region; an emulated endpoint sees only the device's own.
+  using T = std::tuple<uint8_t, uint64_t, uint64_t>;
+  auto regions = [&](uint32_t ep) {
+    std::vector<T> out;
+    std::vector<uint8_t> props;
+    EXPECT_EQ(bench->Probe(ep, &props).status, V::kSOk);
+    for (size_t off = 0; off + V::kResvMemPropertySize <= props.size(); off += V::kResvMemPropertySize) {
+      uint16_t type;
+      uint64_t start, end;
+      std::memcpy(&type, props.data() + off, 2);
+      if (type != V::kProbeTResvMem) break;
+      std::memcpy(&start, props.data() + off + 8, 8);
+      std::memcpy(&end, props.data() + off + 16, 8);
+      out.emplace_back(props[off + 4], start, end);
+    }
+    return out;
+  };
+  EXPECT_EQ(regions(kPt), (std::vector<T>{{V::kResvMemTMsi, 0xFEE00000, 0xFEEFFFFF},
+                                           {V::kResvMemTReserved, 0x8000000, 0x80FFFFF},
+                                           {V::kResvMemTReserved, 0xFED00000, 0xFEDFFFFF},
+                                           {V::kResvMemTReserved, 0xFEF00000, 0xFEFFFFFF}}));
+  EXPECT_EQ(regions(kEmu), (std::vector<T>{{V::kResvMemTMsi, 0xFEE00000, 0xFEEFFFFF}}));
 }
 
 TEST_F(ViommuForwardingTest, DestructionReturnsTheFunctionAndUnregisters) {

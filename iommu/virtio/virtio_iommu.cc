@@ -439,7 +439,12 @@ VirtioIommu::Reply VirtioIommu::HandleRequest(SplitVirtqueue& vq, const VirtqCha
         } else {
           std::vector<uint8_t> props(options_.probe_size, 0);
           size_t off = 0;
-          for (const ReservedRegion& r : options_.reserved) {  // §5.13.6.8.1
+          std::vector<ReservedRegion> regions = options_.reserved;
+          {
+            absl::MutexLock l(&mu_);
+            if (VirtioIommuHost* host = HostOf(ep)) AddHostReserved(regions, host->ReservedIova(ep));
+          }
+          for (const ReservedRegion& r : regions) {  // §5.13.6.8.1
             Put<uint16_t>(props.data(), off, kProbeTResvMem);
             Put<uint16_t>(props.data(), off + 2, kResvMemPropertySize - 4);  // length without header
             props[off + 4] = r.subtype;
@@ -613,6 +618,35 @@ uint8_t VirtioIommu::Unmap(const uint8_t* req) {
 }
 
 // ---- Host endpoints (VirtioIommuHost) ----
+
+void VirtioIommu::AddHostReserved(std::vector<ReservedRegion>& regions,
+                                  const std::vector<VirtioIommuHost::Reserved>& host) const {
+  // §5.13.6.8.1.2: properties do not overlap; only what the input range holds matters; PROBE
+  // writes at most probe_size bytes of properties.
+  const size_t own = regions.size();
+  for (const VirtioIommuHost::Reserved& h : host) {
+    std::vector<std::pair<uint64_t, uint64_t>> pieces;
+    if (h.start > h.end || h.end < options_.input_start || h.start > options_.input_end) continue;
+    pieces.push_back({std::max(h.start, options_.input_start), std::min(h.end, options_.input_end)});
+    for (size_t i = 0; i < own; ++i) {
+      std::vector<std::pair<uint64_t, uint64_t>> rest;
+      for (auto [s, e] : pieces) {
+        const ReservedRegion& r = regions[i];
+        if (e < r.start || s > r.end) {
+          rest.push_back({s, e});
+          continue;
+        }
+        if (s < r.start) rest.push_back({s, r.start - 1});
+        if (e > r.end) rest.push_back({r.end + 1, e});
+      }
+      pieces = std::move(rest);
+    }
+    for (auto [s, e] : pieces) {
+      if ((regions.size() + 1) * kResvMemPropertySize > options_.probe_size) return;
+      regions.push_back({s, e, kResvMemTReserved});
+    }
+  }
+}
 
 absl::Status VirtioIommu::SetEndpointHost(uint32_t ep, VirtioIommuHost* host) {
   if (!IsEndpoint(ep)) return absl::InvalidArgumentError(absl::StrFormat("virtio-iommu: %u is no endpoint", ep));

@@ -75,6 +75,13 @@ class VirtioIommuHost {
   virtual absl::Status Unmap(uint32_t domain, uint64_t virt_start, uint64_t virt_end) = 0;
   // `domain` has no host endpoint any more (they moved elsewhere first): release its address space.
   virtual void ReleaseDomain(uint32_t domain) = 0;
+  // IOVA ranges (inclusive) `endpoint` can never have mapped on the host (e.g. the host IOMMU
+  // driver's MSI window): PROBE reports them as RESV_MEM_T_RESERVED (§5.13.6.8.1), clipped to the
+  // input range and around the device's own regions, as many as probe_size holds. Default: none.
+  struct Reserved {
+    uint64_t start = 0, end = 0;
+  };
+  virtual std::vector<Reserved> ReservedIova(uint32_t endpoint) { return {}; }
 };
 
 class VirtioIommu final : public VirtioDevice, public DmaSpaceProvider {
@@ -245,6 +252,8 @@ class VirtioIommu final : public VirtioDevice, public DmaSpaceProvider {
   static void HostLeft(VirtioIommuHost& host, Domain& from);
   // Every unattached host endpoint to config.bypass's meaning (after it changed); failures logged.
   void SyncUnattachedHostsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends a host endpoint's reserved IOVA ranges to PROBE's `regions` (see ReservedIova).
+  void AddHostReserved(std::vector<ReservedRegion>& regions, const std::vector<VirtioIommuHost::Reserved>& host) const;
   void DestroyDomainLocked(Domain* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InvalidateRange(const Domain& d, uint64_t start, uint64_t end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
