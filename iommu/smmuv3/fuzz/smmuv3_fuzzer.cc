@@ -120,10 +120,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         uint8_t buf[256];
         const size_t len = in.ConsumeIntegralInRange<size_t>(1, sizeof(buf));
         ionest::DmaSpace& space = smmu.ForRequester(sid);
-        switch (in.ConsumeIntegralInRange<int>(0, 3)) {
+        switch (in.ConsumeIntegralInRange<int>(0, 4)) {
           case 0: (void)space.Write(iova, buf, len, attrs); break;
           case 1: (void)space.Read(iova, buf, len, attrs); break;
           case 2: (void)space.AtsTranslate(iova, in.ConsumeIntegral<uint8_t>() & 0xF, attrs); break;
+          case 3: space.AbandonStall(in.ConsumeIntegral<uint16_t>()); break;  // a device giving up a stall
           default: (void)space.AllowTranslatedRequest(); break;
         }
         break;
