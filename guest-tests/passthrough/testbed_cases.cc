@@ -37,6 +37,7 @@
 #include "iommu/vtd/fault_reasons.h"
 #include "iommu/vtd/page_request.h"
 #include "iommu/vtd/registers.h"
+#include "iommu/vtd/testing/linux_vtd_driver.h"
 #include "iommu/vtd/testing/vtd_builders.h"
 #include "iommu/vtd/vtd_iommu.h"
 #include "vmm/guest_memory.h"
@@ -452,7 +453,7 @@ void RunCasesBody(const TestbedOptions& o, const PassthroughHost& host, Ktap& k)
 
 // ================================================================================================
 // Nesting cases (issue 9): the inner machine has ionest's emulated VT-d; a Linux-like driver
-// (iommu/vtd/testing's VtdTestDriver and table builders) programs it in scalable mode, and the VT-d
+// (iommu/vtd/testing's LinuxVtdDriver and table builders) programs it in scalable mode, and the VT-d
 // nesting backend binds what it programs to the host (Passthrough::EnableVtdNesting). Every check
 // compares bytes the device wrote (or fault / page request records the VT-d model and the backend
 // produced) with what the inner driver asked for.
@@ -483,7 +484,7 @@ constexpr uint64_t kGpa2m = 0x200000;      // one 2 MiB page
 constexpr uint64_t kGpaMany = 0x400000;    // 256 pages (1 MiB), the 256-fault and overflow cases
 
 using vtd::PageRequestDescriptor;
-using vtd::testing::VtdTestDriver;
+using vtd::testing::LinuxVtdDriver;
 namespace vt = vtd::testing;
 
 // A fault recording register's content (VT-d §10.4.14).
@@ -525,7 +526,7 @@ class NestedBed {
 
   InnerMachine& m() { return *m_; }
   vtd::VtdIommu& vtd() { return *m_->vtd(); }
-  VtdTestDriver& driver() { return *driver_; }
+  LinuxVtdDriver& driver() { return *driver_; }
   iommu_testing::PageAllocator& alloc() { return *alloc_; }
   iommu_testing::FirstStageTableBuilder& fs() { return *fs_; }
   iommufd::VtdNestingBackend& backend() { return *m_->passthrough().nesting(); }
@@ -534,7 +535,7 @@ class NestedBed {
   // Linux's boot order (notes §2): QI, root table, translation on, fault and page request
   // interrupts; then the device's scalable context and its RID_PASID entry: a first-stage domain.
   absl::Status InitScalable() {
-    driver_ = std::make_unique<VtdTestDriver>(vtd(), ram(), *alloc_);
+    driver_ = std::make_unique<LinuxVtdDriver>(vtd(), ram(), *alloc_);
     if (absl::Status s = driver_->Init(true); !s.ok()) return s;
     driver_->SetFaultMsi(kMsiAddress, kFaultMsiData);
     if (absl::Status s = driver_->EnablePageRequests(kMsiAddress, kPrqMsiData); !s.ok()) return s;
@@ -549,7 +550,7 @@ class NestedBed {
       return s;
     }
     if (absl::Status s = SetRidPasid(FirstStageEntry()); !s.ok()) return s;
-    return driver_->SubmitSync({vt::CcDevice(0, kRid), vt::PasidCacheInv(1, kDid, 0), vt::PIotlbPasid(kDid, 0)});
+    return driver_->Invalidate({vt::CcDevice(0, kRid), vt::PasidCacheInv(1, kDid, 0), vt::PIotlbPasid(kDid, 0)});
   }
   vt::PasidEntrySpec FirstStageEntry() const {
     return {.pgtt = vtd::kPgttFirstStage, .did = kDid, .flptptr = fs_->root(), .sre = true, .wpe = true};
@@ -557,16 +558,16 @@ class NestedBed {
   // RID_PASID entry + the PASID-cache and PASID-IOTLB flush Linux issues after changing it.
   absl::Status SetRidPasid(const vt::PasidEntrySpec& e) {
     if (absl::Status s = driver_->tables().SetPasidEntry(kRid, 0, e); !s.ok()) return s;
-    return driver_->SubmitSync({vt::PasidCacheInv(1, e.did, 0), vt::PIotlbPasid(e.did, 0)});
+    return driver_->Invalidate({vt::PasidCacheInv(1, e.did, 0), vt::PIotlbPasid(e.did, 0)});
   }
   absl::Status ClearRidPasid(uint16_t did) {
     if (absl::Status s = driver_->tables().ClearPasidEntry(kRid, 0); !s.ok()) return s;
-    return driver_->SubmitSync({vt::PasidCacheInv(1, did, 0), vt::PIotlbPasid(did, 0)});
+    return driver_->Invalidate({vt::PasidCacheInv(1, did, 0), vt::PIotlbPasid(did, 0)});
   }
   // Unmaps one 4 KiB first-stage page and flushes it (qi_flush_piotlb + wait).
   absl::Status UnmapFs(uint64_t iova, uint16_t did = kDid, uint32_t pasid = 0) {
     if (absl::Status s = fs_->WriteEntry(iova, 1, 0); !s.ok()) return s;
-    return driver_->SubmitSync({vt::PIotlbPage(did, pasid, iova, 0), vt::PDevTlb(kRid, pasid, iova)});
+    return driver_->Invalidate({vt::PIotlbPage(did, pasid, iova, 0), vt::PDevTlb(kRid, pasid, iova)});
   }
   iommufd::BindingKind Binding(std::optional<uint32_t> pasid = std::nullopt) {
     auto v = backend().binding(kRid, pasid);
@@ -619,7 +620,7 @@ class NestedBed {
     if (prs) vtd().WriteRegister(vtd::kPrsReg, prs, 4);  // PPR / PRO are RW1C
     if (!answers.empty()) {
       log.groups_answered += static_cast<int>(answers.size());
-      (void)driver_->SubmitSync(answers);
+      (void)driver_->Invalidate(answers);
     }
   }
 
@@ -647,7 +648,7 @@ class NestedBed {
   NestedBed() = default;
   std::unique_ptr<InnerMachine> m_;
   std::unique_ptr<iommu_testing::PageAllocator> alloc_;
-  std::unique_ptr<VtdTestDriver> driver_;
+  std::unique_ptr<LinuxVtdDriver> driver_;
   std::unique_ptr<iommu_testing::FirstStageTableBuilder> fs_;
   uint32_t pri_allocation_ = 0;
 };
@@ -780,7 +781,7 @@ void RunNestingBody(const TestbedOptions& o, const PassthroughHost& host, Ktap& 
       s = b.driver().tables().SetPasidEntry(
           kRid, kSvaPasid, {.pgtt = vtd::kPgttFirstStage, .did = kPasidDid, .flptptr = fs2->root()});
     }
-    if (s.ok()) s = b.driver().SubmitSync({vt::PasidCacheInv(1, kPasidDid, kSvaPasid)});
+    if (s.ok()) s = b.driver().Invalidate({vt::PasidCacheInv(1, kPasidDid, kSvaPasid)});
     const uint64_t unsupported = b.backend().stats().pasid_attach_unsupported;
     if (!s.ok()) {
       k.Result("fs_pasid_dma", false, std::string(s.message()));
@@ -794,7 +795,7 @@ void RunNestingBody(const TestbedOptions& o, const PassthroughHost& host, Ktap& 
       k.Result("fs_pasid_dma", err.empty(), err);
     }
     (void)b.driver().tables().ClearPasidEntry(kRid, kSvaPasid);
-    (void)b.driver().SubmitSync({vt::PasidCacheInv(1, kPasidDid, kSvaPasid), vt::PIotlbPasid(kPasidDid, kSvaPasid)});
+    (void)b.driver().Invalidate({vt::PasidCacheInv(1, kPasidDid, kSvaPasid), vt::PIotlbPasid(kPasidDid, kSvaPasid)});
   }
 
   // ---- pass-through, blocked, second-stage-only ----
@@ -824,12 +825,12 @@ void RunNestingBody(const TestbedOptions& o, const PassthroughHost& host, Ktap& 
     // Caching mode: a new mapping is announced by a page-selective invalidation.
     if (err.empty()) {
       s = ss->Map(kIovaSlOnly + 0x1000, kGpaSl + 0x1000, 4096, kDmaRead | kDmaWrite);
-      if (s.ok()) s = b.driver().SubmitSync({vt::PIotlbPage(kDid, 0, kIovaSlOnly + 0x1000, 0)});
+      if (s.ok()) s = b.driver().Invalidate({vt::PIotlbPage(kDid, 0, kIovaSlOnly + 0x1000, 0)});
       err = s.ok() ? CheckMappedWrite(b, kIovaSlOnly + 0x1000, kGpaSl + 0x1000, 4096, 33) : std::string(s.message());
     }
     if (err.empty()) {
       s = ss->WriteEntry(kIovaSlOnly, 1, 0);
-      if (s.ok()) s = b.driver().SubmitSync({vt::PIotlbPage(kDid, 0, kIovaSlOnly, 0)});
+      if (s.ok()) s = b.driver().Invalidate({vt::PIotlbPage(kDid, 0, kIovaSlOnly, 0)});
       err = s.ok() ? CheckBlockedWrite(b, kIovaSlOnly, kGpaSl, 4096, kErrTranslation) : std::string(s.message());
     }
     k.Result("sl_only_shadow_follows", err.empty(), err);
@@ -974,7 +975,7 @@ void RunNestingBody(const TestbedOptions& o, const PassthroughHost& host, Ktap& 
           default: d.push_back(vt::IotlbDomain(static_cast<uint16_t>(rng()))); break;
         }
       }
-      if (absl::Status s = b.driver().SubmitSync(d); !s.ok()) err = absl::StrCat("batch ", batch, ": ", s.message());
+      if (absl::Status s = b.driver().Invalidate(d); !s.ok()) err = absl::StrCat("batch ", batch, ": ", s.message());
     }
     const iommufd::VtdNestingStats after = b.backend().stats();
     const uint64_t calls = after.invalidate_calls - before.invalidate_calls;
@@ -998,7 +999,7 @@ void RunNestingBody(const TestbedOptions& o, const PassthroughHost& host, Ktap& 
     // Page group responses for groups the host never sent: nothing reaches the host or the
     // device, and a real fault round trip still works afterwards.
     const iommufd::VtdNestingStats before = b.backend().stats();
-    absl::Status s = b.driver().SubmitSync({vt::PageGroupResponse(kRid, std::nullopt, 0, 0x1ab),
+    absl::Status s = b.driver().Invalidate({vt::PageGroupResponse(kRid, std::nullopt, 0, 0x1ab),
                                             vt::PageGroupResponse(kRid, 9u, 1, 3),
                                             vt::PageGroupResponse(kRid, std::nullopt, 0, 0x1ff),
                                             vt::PageGroupResponse(0x0123, std::nullopt, 0, 1)});
@@ -1045,7 +1046,7 @@ void RunNestingBody(const TestbedOptions& o, const PassthroughHost& host, Ktap& 
     // After the reset the guest comes back in legacy mode: a second-stage table per context,
     // shadowed on the host and following map and unmap (caching mode announces new mappings).
     std::string err;
-    auto driver = std::make_unique<VtdTestDriver>(b.vtd(), b.ram(), b.alloc());
+    auto driver = std::make_unique<LinuxVtdDriver>(b.vtd(), b.ram(), b.alloc());
     absl::Status s = driver->Init(false);
     if (s.ok()) s = driver->EnableTranslation();
     absl::StatusOr<iommu_testing::SecondStageTableBuilder> ss =
@@ -1053,18 +1054,18 @@ void RunNestingBody(const TestbedOptions& o, const PassthroughHost& host, Ktap& 
     if (s.ok()) s = ss.status();
     if (s.ok()) s = ss->Map(kIovaLegacy, kGpaLegacy, 4096, kDmaRead | kDmaWrite);
     if (s.ok()) s = driver->tables().SetLegacyContext(kRid, {.tt = 0, .aw = 2, .did = 4, .slptptr = ss->root()});
-    if (s.ok()) s = driver->SubmitSync({vt::CcDevice(4, kRid), vt::IotlbDomain(4)});
+    if (s.ok()) s = driver->Invalidate({vt::CcDevice(4, kRid), vt::IotlbDomain(4)});
     if (!s.ok()) err = std::string(s.message());
     if (err.empty() && b.Binding() != iommufd::BindingKind::kShadow) err = "not bound to a shadow";
     if (err.empty()) err = CheckMappedWrite(b, kIovaLegacy + 0x20, kGpaLegacy + 0x20, 4000, 71);
     if (err.empty()) {
       s = ss->Map(kIovaLegacy + 0x1000, kGpaLegacy + 0x1000, 4096, kDmaRead | kDmaWrite);
-      if (s.ok()) s = driver->SubmitSync({vt::IotlbPage(4, kIovaLegacy + 0x1000, 0)});
+      if (s.ok()) s = driver->Invalidate({vt::IotlbPage(4, kIovaLegacy + 0x1000, 0)});
       err = s.ok() ? CheckMappedWrite(b, kIovaLegacy + 0x1000, kGpaLegacy + 0x1000, 4096, 72) : std::string(s.message());
     }
     if (err.empty()) {
       s = ss->WriteEntry(kIovaLegacy, 1, 0);
-      if (s.ok()) s = driver->SubmitSync({vt::IotlbPage(4, kIovaLegacy, 0)});
+      if (s.ok()) s = driver->Invalidate({vt::IotlbPage(4, kIovaLegacy, 0)});
       err = s.ok() ? CheckBlockedWrite(b, kIovaLegacy, kGpaLegacy, 4096, kErrTranslation) : std::string(s.message());
     }
     k.Result("legacy_shadow_follows", err.empty(), err);

@@ -145,7 +145,7 @@ struct Bench {
               .SetPasidEntry(kRid, 0, {.pgtt = vtd::kPgttFirstStage, .did = kDid, .flptptr = 0x200000})
               .ok(),
           "pasid entry");
-    Check(env->driver->SubmitSync({CcDevice(0, kRid)}).ok(), "bind");
+    Check(env->driver->Invalidate({CcDevice(0, kRid)}).ok(), "bind");
     Check(backend->binding(kRid, std::nullopt)->kind == BindingKind::kNested, "nested binding");
   }
   // The guest consumed every page request (PQH = PQT) and the CPU's MSIs are dropped.
@@ -199,7 +199,7 @@ void BM_UnmapInvalidation512(benchmark::State& state) {
   const uint64_t calls0 = b.ops.calls, entries0 = b.ops.entries;
   for (auto _ : state) {
     for (const auto& s : subs) {
-      if (!b.env->driver->SubmitSync(s).ok()) state.SkipWithError("wait did not complete");
+      if (!b.env->driver->Invalidate(s).ok()) state.SkipWithError("wait did not complete");
     }
   }
   const double unmaps = static_cast<double>(state.iterations());
@@ -255,7 +255,7 @@ void BM_GuestResponseToHost(benchmark::State& state) {
     }
     const uint16_t g = groups.back();
     groups.pop_back();
-    if (!b.env->driver->SubmitSync({PageGroupResponse(kRid, std::nullopt, 0, g)}).ok())
+    if (!b.env->driver->Invalidate({PageGroupResponse(kRid, std::nullopt, 0, g)}).ok())
       state.SkipWithError("wait did not complete");
     ++answered;
   }

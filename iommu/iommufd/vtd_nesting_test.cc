@@ -123,7 +123,9 @@ class NestingTest : public ::testing::Test {
   void SetPasid(uint32_t pasid, vtd::testing::PasidEntrySpec spec) {
     ASSERT_TRUE(env_->driver->tables().SetPasidEntry(kRid, pasid, spec).ok());
   }
-  absl::Status Sync(std::vector<vtd::InvDescriptor> d) { return env_->driver->SubmitSync(d); }
+  absl::Status Sync(std::vector<vtd::InvDescriptor> d) {
+    return env_->driver->Invalidate(d, QiErrors::kLeave);  // a refused invalidation stays IQE for the test
+  }
 
   // FRCD 0 (the first fault record): reason and whether it is valid.
   std::pair<bool, uint8_t> FirstFaultRecord() {

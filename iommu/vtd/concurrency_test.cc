@@ -46,7 +46,7 @@ TEST(ConcurrencyTest, TranslateWhileInvalidating) {
     while (!stop) (void)env.iommu->ReadRegister(kFstsReg, 4);
   });
   for (int i = 0; i < 2000; ++i) {
-    ASSERT_TRUE(env.driver->SubmitSync({IotlbGlobal(), PasidCacheInv(3, 0, 0), CcGlobal(), IecGlobal()}).ok());
+    ASSERT_TRUE(env.driver->Invalidate({IotlbGlobal(), PasidCacheInv(3, 0, 0), CcGlobal(), IecGlobal()}).ok());
   }
   stop = true;
   for (auto& t : threads) t.join();

@@ -51,7 +51,7 @@ struct Bench {
   // PASID cache and the IOTLB of the domain, wait.
   absl::Status TearDownTranslation() {
     if (absl::Status s = env->driver->tables().ClearPasidEntry(kRid, 0); !s.ok()) return s;
-    return env->driver->SubmitSync({PasidCacheInv(1, kDid, 0), PIotlbPasid(kDid, 0), IotlbDomain(kDid)});
+    return env->driver->Invalidate({PasidCacheInv(1, kDid, 0), PIotlbPasid(kDid, 0), IotlbDomain(kDid)});
   }
 
   bool PageIs(uint8_t byte) {
@@ -175,7 +175,7 @@ TEST(DrainTest, StuckDmaIsBoundedByTheDrainTimeout) {
   EXPECT_EQ(b.env->iommu->stats().dma_drain_timeouts, 1u);
   stuck.reset();
   // Once it finished, the next wait drains at once.
-  ASSERT_TRUE(b.env->driver->SubmitSync({IotlbGlobal()}).ok());
+  ASSERT_TRUE(b.env->driver->Invalidate({IotlbGlobal()}).ok());
   EXPECT_EQ(b.env->iommu->stats().dma_drain_timeouts, 1u);
 }
 
@@ -195,11 +195,11 @@ TEST(DrainTest, OnlyEarlierDmaHoldsTheWait) {
   });
   while (copies < 100) std::this_thread::yield();
   const absl::Time start = absl::Now();
-  for (int i = 0; i < 50; ++i) ASSERT_TRUE(b.env->driver->SubmitSync({IotlbGlobal()}).ok());
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(b.env->driver->Invalidate({IotlbGlobal()}).ok());
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));  // never starved by the stream
   const uint64_t drains = b.env->iommu->stats().dma_drains;
   EXPECT_GE(drains, 50u);
-  ASSERT_TRUE(b.env->driver->SubmitSync({IecGlobal()}).ok());  // nothing that removes translations
+  ASSERT_TRUE(b.env->driver->Invalidate({IecGlobal()}).ok());  // nothing that removes translations
   EXPECT_EQ(b.env->iommu->stats().dma_drains, drains);
   stop = true;
   streamer.join();

@@ -104,7 +104,7 @@ TEST_F(IrTest, BadEntriesFault) {
   ASSERT_TRUE(env_->iommu->SendMsi(RemappableMsi(10, kDev)).ok());
   EXPECT_EQ(LastFaultReason(), kIrEntryReserved);
   ASSERT_TRUE(env_->memory->WriteObj<uint64_t>(env_->driver->irt_base() + 11 * 16, 1 | (1u << 15)).ok());  // posted
-  ASSERT_TRUE(env_->driver->SubmitSync({IecIndex(11)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({IecIndex(11)}).ok());
   ASSERT_TRUE(env_->iommu->SendMsi(RemappableMsi(11, kDev)).ok());
   EXPECT_EQ(LastFaultReason(), kIrEntryReserved);
   MsiMessage m = RemappableMsi(4, kDev);
@@ -147,9 +147,9 @@ TEST_F(IrTest, IrteCacheNeedsIecInvalidation) {
   ASSERT_TRUE(env_->iommu->SendMsi(RemappableMsi(20, kDev)).ok());
   ASSERT_TRUE(env_->memory->WriteObj(env_->driver->irt_base() + 20 * 16, EncodeIrte({.vector = 0x51})).ok());
   ASSERT_TRUE(env_->iommu->SendMsi(RemappableMsi(20, kDev)).ok());
-  ASSERT_TRUE(env_->driver->SubmitSync({IecIndex(16, 2)}).ok());  // entries 16..19: not 20
+  ASSERT_TRUE(env_->driver->Invalidate({IecIndex(16, 2)}).ok());  // entries 16..19: not 20
   ASSERT_TRUE(env_->iommu->SendMsi(RemappableMsi(20, kDev)).ok());
-  ASSERT_TRUE(env_->driver->SubmitSync({IecIndex(16, 3)}).ok());  // 16..23
+  ASSERT_TRUE(env_->driver->Invalidate({IecIndex(16, 3)}).ok());  // 16..23
   ASSERT_TRUE(env_->iommu->SendMsi(RemappableMsi(20, kDev)).ok());
   std::vector<MsiMessage> msis = env_->cpu->Take();
   ASSERT_EQ(msis.size(), 4u);

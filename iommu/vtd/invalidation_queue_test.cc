@@ -30,7 +30,7 @@ class QueueTest : public ::testing::Test {
   // Submits one descriptor and expects IQE with `code`, IQH at that descriptor.
   void ExpectIqe(const InvDescriptor& d, IqeiCode code) {
     uint64_t head = Reg(kIqhReg);
-    ASSERT_TRUE(env_->driver->Submit({d}).ok());
+    ASSERT_TRUE(env_->driver->SubmitRaw({d}).ok());
     EXPECT_TRUE(Iqe()) << "descriptor " << std::hex << d.qw[0] << " " << d.qw[1];
     EXPECT_EQ(Reg(kIqercdReg) & 0xf, code);
     EXPECT_EQ(Reg(kIqhReg), head);
@@ -48,7 +48,7 @@ class QueueTest : public ::testing::Test {
 
 TEST_F(QueueTest, AllValidDescriptorTypesComplete) {
   ASSERT_TRUE(env_->driver
-                  ->SubmitSync({CcGlobal(), CcDomain(3), CcDevice(3, kRid, 2), IotlbGlobal(), IotlbDomain(3),
+                  ->Invalidate({CcGlobal(), CcDomain(3), CcDevice(3, kRid, 2), IotlbGlobal(), IotlbDomain(3),
                                 IotlbPage(3, 0x40000, 2, true), DevTlb(kRid, 0x5000), IecGlobal(), IecIndex(8, 3),
                                 PIotlbPasid(3, 7), PIotlbPage(3, 7, 0x7000, 0), PasidCacheInv(0, 3, 0),
                                 PasidCacheInv(1, 3, 7), PasidCacheInv(3, 0, 0), PDevTlb(kRid, 7, 0x9000, true),
@@ -124,7 +124,7 @@ TEST_F(QueueTest, ProcessingIsBoundedAndWraps) {
   // Fill the whole 8 KiB / 256-entry queue many times over; the tail wraps.
   for (int round = 0; round < 5; ++round) {
     std::vector<InvDescriptor> many(200, IotlbGlobal());
-    ASSERT_TRUE(env_->driver->SubmitSync(many).ok()) << round;
+    ASSERT_TRUE(env_->driver->Invalidate(many).ok()) << round;
   }
   EXPECT_EQ(Reg(kIqhReg), Reg(kIqtReg));
   EXPECT_GE(env_->iommu->stats().descriptors, 1005u);
@@ -141,22 +141,22 @@ TEST_F(QueueTest, WaitDescriptorInterrupt) {
   env_->iommu->WriteRegister(kIeaddrReg, 0xfee00000, 4);
   env_->iommu->WriteRegister(kIectlReg, 0, 4);
   env_->cpu->Take();
-  ASSERT_TRUE(env_->driver->Submit({Wait(0, 0, /*sw=*/false, /*interrupt=*/true)}).ok());
+  ASSERT_TRUE(env_->driver->SubmitRaw({Wait(0, 0, /*sw=*/false, /*interrupt=*/true)}).ok());
   EXPECT_EQ(Reg(kIcsReg, 4), kIcsIwc);
   std::vector<MsiMessage> msis = env_->cpu->Take();
   ASSERT_EQ(msis.size(), 1u);
   EXPECT_EQ(msis[0].data, 0x55u);
   // IWC still set: no new interrupt until software clears it.
-  ASSERT_TRUE(env_->driver->Submit({Wait(0, 0, false, true)}).ok());
+  ASSERT_TRUE(env_->driver->SubmitRaw({Wait(0, 0, false, true)}).ok());
   EXPECT_EQ(env_->cpu->count(), 0u);
   env_->iommu->WriteRegister(kIcsReg, kIcsIwc, 4);
   EXPECT_EQ(Reg(kIcsReg, 4), 0u);
-  ASSERT_TRUE(env_->driver->Submit({Wait(0, 0, false, true)}).ok());
+  ASSERT_TRUE(env_->driver->SubmitRaw({Wait(0, 0, false, true)}).ok());
   EXPECT_EQ(env_->cpu->count(), 1u);
 }
 
 TEST_F(QueueTest, DeviceTlbInvalidationsReachTheDevice) {
-  ASSERT_TRUE(env_->driver->SubmitSync({DevTlb(kRid, 0x5000), DevTlb(kRid, 0x13000, true),
+  ASSERT_TRUE(env_->driver->Invalidate({DevTlb(kRid, 0x5000), DevTlb(kRid, 0x13000, true),
                                          PDevTlb(kRid, 9, 0x20000), DevTlb(kRid + 1, 0x5000)})
                   .ok());
   std::vector<RecordingDmaClient::AtcInvalidation> inv = client_.invalidations();
@@ -178,7 +178,9 @@ TEST_F(QueueTest, PageGroupResponseReachesDeviceAndListener) {
     void OnInvalidation(const InvDescriptor& d) override { types.push_back(d.type()); }
   } listener;
   env_->iommu->AddListener(&listener);
-  ASSERT_TRUE(env_->driver->SubmitSync({PageGroupResponse(kRid, 0x33, 2, 0x1ab), PageGroupResponse(kRid, std::nullopt, 1, 4)}).ok());
+  ASSERT_TRUE(
+      env_->driver->Invalidate({PageGroupResponse(kRid, 0x33, 2, 0x1ab), PageGroupResponse(kRid, std::nullopt, 1, 4)})
+          .ok());
   env_->iommu->RemoveListener(&listener);
   std::vector<PageResponse> r = client_.responses();
   ASSERT_EQ(r.size(), 2u);
@@ -195,7 +197,7 @@ TEST_F(QueueTest, PageGroupResponseReachesDeviceAndListener) {
 TEST_F(QueueTest, LegacyQueueUses128BitDescriptors) {
   Make("sm=off", false);
   EXPECT_EQ(env_->driver->descriptor_bytes(), 16u);
-  ASSERT_TRUE(env_->driver->SubmitSync({CcGlobal(), IotlbGlobal(), IecGlobal()}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({CcGlobal(), IotlbGlobal(), IecGlobal()}).ok());
   InvDescriptor d = PIotlbPasid(1, 1);  // scalable-mode descriptor in legacy mode
   ExpectIqe(d, kIqeiInvalidType);
 }

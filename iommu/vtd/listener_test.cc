@@ -44,27 +44,27 @@ TEST_F(ListenerTest, ContextAndPasidEntriesFollowInvalidations) {
   ASSERT_TRUE(t.SetScalableContext(kRid, {.pasid_enable = true}).ok());
   ASSERT_TRUE(t.SetPasidEntry(kRid, 0, {.pgtt = kPgttSecondStage, .did = 3, .slptptr = 0x1000}).ok());
   EXPECT_TRUE(listener_.contexts.empty());  // nothing until the guest invalidates
-  ASSERT_TRUE(env_->driver->SubmitSync({CcDevice(0, kRid)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({CcDevice(0, kRid)}).ok());
   ASSERT_EQ(listener_.contexts.size(), 1u);
   EXPECT_EQ(listener_.contexts[0], std::make_pair(kRid, true));
   ASSERT_EQ(listener_.pasids.size(), 1u);  // the context's PASID table was scanned
   EXPECT_EQ(listener_.pasids[0], std::make_tuple(kRid, 0u, true, uint8_t{kPgttSecondStage}));
   // A new PASID entry (nested) appears at its PASID-selective invalidation.
   ASSERT_TRUE(t.SetPasidEntry(kRid, 42, {.pgtt = kPgttNested, .did = 3, .flptptr = 0x2000, .slptptr = 0x1000}).ok());
-  ASSERT_TRUE(env_->driver->SubmitSync({PasidCacheInv(1, 3, 42)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({PasidCacheInv(1, 3, 42)}).ok());
   ASSERT_EQ(listener_.pasids.size(), 2u);
   EXPECT_EQ(listener_.pasids[1], std::make_tuple(kRid, 42u, true, uint8_t{kPgttNested}));
   // Invalidating again without a change reports nothing new.
-  ASSERT_TRUE(env_->driver->SubmitSync({PasidCacheInv(1, 3, 42)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({PasidCacheInv(1, 3, 42)}).ok());
   EXPECT_EQ(listener_.pasids.size(), 2u);
   // Teardown: clear the entry, PASID-cache invalidation → invalid.
   ASSERT_TRUE(t.ClearPasidEntry(kRid, 42).ok());
-  ASSERT_TRUE(env_->driver->SubmitSync({PasidCacheInv(1, 3, 42)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({PasidCacheInv(1, 3, 42)}).ok());
   ASSERT_EQ(listener_.pasids.size(), 3u);
   EXPECT_EQ(listener_.pasids[2], std::make_tuple(kRid, 42u, false, uint8_t{0}));
   // Context cleared: context and its remaining PASID entry go invalid at the global invalidation.
   ASSERT_TRUE(t.ClearContext(kRid).ok());
-  ASSERT_TRUE(env_->driver->SubmitSync({CcGlobal()}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({CcGlobal()}).ok());
   ASSERT_EQ(listener_.contexts.size(), 2u);
   EXPECT_EQ(listener_.contexts[1], std::make_pair(kRid, false));
   ASSERT_EQ(listener_.pasids.size(), 4u);
@@ -72,7 +72,7 @@ TEST_F(ListenerTest, ContextAndPasidEntriesFollowInvalidations) {
 }
 
 TEST_F(ListenerTest, EveryDescriptorIsReported) {
-  ASSERT_TRUE(env_->driver->SubmitSync({IotlbDomain(4), PIotlbPage(4, 9, 0x5000, 1)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({IotlbDomain(4), PIotlbPage(4, 9, 0x5000, 1)}).ok());
   ASSERT_EQ(listener_.descriptors.size(), 3u);
   EXPECT_EQ(listener_.descriptors[0].type(), kDescIotlb);
   EXPECT_EQ(listener_.descriptors[0].did(), 4u);
@@ -91,7 +91,7 @@ TEST_F(ListenerTest, ReentrantListenerDoesNotDeadlock) {
   } r;
   r.iommu = env_->iommu.get();
   env_->iommu->AddListener(&r);
-  ASSERT_TRUE(env_->driver->SubmitSync({IotlbGlobal()}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({IotlbGlobal()}).ok());
   env_->iommu->RemoveListener(&r);
   EXPECT_TRUE(r.gsts & kGcmdQie);
 }
@@ -138,8 +138,10 @@ TEST_F(BatchListenerTest, EveryDescriptorUpToTheWaitIsOneBatchBeforeTheWaitCompl
   const uint64_t status = 0x3000;
   batch_.status_addr = status;
   ASSERT_TRUE(env_->memory->WriteObj<uint32_t>(status, 0).ok());
-  ASSERT_TRUE(env_->driver->Submit({PIotlbPage(4, 0, 0x5000, 0), PIotlbPage(4, 0, 0x8000, 2, true), DevTlb(0x10, 0x5000),
-                                    Wait(status, 77)}).ok());
+  ASSERT_TRUE(env_->driver
+                  ->SubmitRaw({PIotlbPage(4, 0, 0x5000, 0), PIotlbPage(4, 0, 0x8000, 2, true), DevTlb(0x10, 0x5000),
+                               Wait(status, 77)})
+                  .ok());
   ASSERT_EQ(batch_.batches.size(), 1u);
   ASSERT_EQ(batch_.batches[0].size(), 3u);  // the wait is not part of the batch
   EXPECT_EQ(batch_.batches[0][1].inv_addr(), 0x8000u);
@@ -155,7 +157,8 @@ TEST_F(BatchListenerTest, RefusedDescriptorIsIqeAtThatDescriptorAndTheWaitDoesNo
   ASSERT_TRUE(env_->memory->WriteObj<uint32_t>(status, 0).ok());
   const uint32_t first = env_->iommu->ReadRegister(kIqtReg, 4);
   batch_.refuse = 1;
-  ASSERT_TRUE(env_->driver->Submit({PIotlbPage(4, 0, 0x5000, 0), PIotlbPage(4, 0, 0x9000, 0), Wait(status, 5)}).ok());
+  ASSERT_TRUE(
+      env_->driver->SubmitRaw({PIotlbPage(4, 0, 0x5000, 0), PIotlbPage(4, 0, 0x9000, 0), Wait(status, 5)}).ok());
   EXPECT_TRUE(env_->iommu->ReadRegister(kFstsReg, 4) & kFstsIqe);
   EXPECT_EQ(env_->iommu->ReadRegister(kIqercdReg) & 0xf, uint64_t{kIqeiReservedField});
   EXPECT_EQ(env_->iommu->ReadRegister(kIqhReg, 4), first + env_->driver->descriptor_bytes());
@@ -176,16 +179,16 @@ TEST_F(BatchListenerTest, MalformedPasidEntryIsReportedOnceAsItsArchitectedFault
   VtdTableBuilder& t = env_->driver->tables();
   ASSERT_TRUE(t.SetScalableContext(kRid, {.pasid_enable = true}).ok());
   ASSERT_TRUE(t.SetPasidEntry(kRid, 5, {.pgtt = 7, .did = 3}).ok());  // PGTT 111b is reserved (§9.6)
-  ASSERT_TRUE(env_->driver->SubmitSync({CcDevice(0, kRid)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({CcDevice(0, kRid)}).ok());
   ASSERT_EQ(batch_.faults.size(), 1u);
   EXPECT_EQ(batch_.faults[0], std::make_tuple(kRid, std::optional<uint32_t>(5), uint8_t{kSmPasidEntryInvalid}));
-  ASSERT_TRUE(env_->driver->SubmitSync({PasidCacheInv(1, 3, 5)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({PasidCacheInv(1, 3, 5)}).ok());
   EXPECT_EQ(batch_.faults.size(), 1u);  // unchanged entry: not reported again
   // Fixed, then broken again: reported again.
   ASSERT_TRUE(t.SetPasidEntry(kRid, 5, {.pgtt = kPgttPassThrough, .did = 3}).ok());
-  ASSERT_TRUE(env_->driver->SubmitSync({PasidCacheInv(1, 3, 5)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({PasidCacheInv(1, 3, 5)}).ok());
   ASSERT_TRUE(t.SetPasidEntry(kRid, 5, {.pgtt = 7, .did = 3}).ok());
-  ASSERT_TRUE(env_->driver->SubmitSync({PasidCacheInv(1, 3, 5)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({PasidCacheInv(1, 3, 5)}).ok());
   EXPECT_EQ(batch_.faults.size(), 2u);
   // A valid entry that broke was first reported gone.
   EXPECT_EQ(listener_.pasids.back(), std::make_tuple(kRid, 5u, false, uint8_t{0}));
@@ -196,8 +199,8 @@ TEST_F(BatchListenerTest, MalformedPasidEntryIsReportedOnceAsItsArchitectedFault
 TEST_F(BatchListenerTest, InvalidatingAPasidBeyondTheDirectoryReportsNoFault) {
   VtdTableBuilder& t = env_->driver->tables();
   ASSERT_TRUE(t.SetScalableContext(kRid, {.pasid_enable = true, .pdts = 0}).ok());  // 8192 PASIDs
-  ASSERT_TRUE(env_->driver->SubmitSync({CcDevice(0, kRid)}).ok());
-  ASSERT_TRUE(env_->driver->SubmitSync({PasidCacheInv(1, 3, 100000), PasidCacheInv(1, 3, 8192)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({CcDevice(0, kRid)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({PasidCacheInv(1, 3, 100000), PasidCacheInv(1, 3, 8192)}).ok());
   EXPECT_TRUE(batch_.faults.empty());
 }
 

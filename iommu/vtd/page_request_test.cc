@@ -145,7 +145,7 @@ TEST_F(PrqTest, RequestsWithoutPreAreAnsweredAndRecorded) {
 TEST_F(PrqTest, ResponsesRoundTripThroughQueuedInvalidation) {
   ASSERT_TRUE(Request(0x1000, 0x10).ok());
   PageRequestDescriptor d = DecodePageRequest(QueueEntry(0));
-  ASSERT_TRUE(env_->driver->SubmitSync({PageGroupResponse(d.rid, d.pasid, 0, d.group_index)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({PageGroupResponse(d.rid, d.pasid, 0, d.group_index)}).ok());
   std::vector<PageResponse> r = client_.responses();
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].rid, kRid);

@@ -136,7 +136,7 @@ TEST_F(TranslateTest, LegacyContextCacheNeedsInvalidation) {
   EXPECT_EQ(Read(0x5000), 0x1111u);
   ASSERT_TRUE(env_->driver->tables().SetLegacyContext(kRid, {.did = 2, .slptptr = sl2.root()}).ok());
   EXPECT_EQ(Read(0x5000), 0x1111u);  // cached context (and IOTLB) still used
-  ASSERT_TRUE(env_->driver->SubmitSync({CcDevice(1, kRid)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({CcDevice(1, kRid)}).ok());
   EXPECT_EQ(Read(0x5000), 0x2222u);  // new context, new DID: no stale IOTLB entry applies
 }
 
@@ -149,14 +149,14 @@ TEST_F(TranslateTest, LegacyIotlbNeedsInvalidation) {
   EXPECT_EQ(Read(0x5000), 0x1111u);
   ASSERT_TRUE(sl.WriteEntry(0x5000, 1, kData2 | ss::kR).ok());
   EXPECT_EQ(Read(0x5000), 0x1111u);  // stale IOTLB entry
-  ASSERT_TRUE(env_->driver->SubmitSync({IotlbPage(7, 0x5000, 0)}).ok());  // other domain: no effect
+  ASSERT_TRUE(env_->driver->Invalidate({IotlbPage(7, 0x5000, 0)}).ok());  // other domain: no effect
   EXPECT_EQ(Read(0x5000), 0x1111u);
-  ASSERT_TRUE(env_->driver->SubmitSync({IotlbPage(1, 0x5000, 0)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({IotlbPage(1, 0x5000, 0)}).ok());
   EXPECT_EQ(Read(0x5000), 0x2222u);
   // A mask beyond CAP.MAMV acts domain-wide rather than failing.
   ASSERT_TRUE(sl.WriteEntry(0x5000, 1, kData1 | ss::kR).ok());
   EXPECT_EQ(Read(0x5000), 0x2222u);
-  ASSERT_TRUE(env_->driver->SubmitSync({IotlbPage(1, 0x40000000, 40)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({IotlbPage(1, 0x40000000, 40)}).ok());
   EXPECT_EQ(Read(0x5000), 0x1111u);
 }
 
@@ -263,9 +263,9 @@ TEST_F(ScalableTranslateTest, PasidCacheAndIotlbNeedInvalidation) {
   EXPECT_EQ(Read(0x5000, 3), 0x1111u);
   ASSERT_TRUE(env_->driver->tables().SetPasidEntry(kRid, 3, {.pgtt = kPgttFirstStage, .did = 5, .flptptr = fl2.root()}).ok());
   EXPECT_EQ(Read(0x5000, 3), 0x1111u);  // PASID cache + IOTLB
-  ASSERT_TRUE(env_->driver->SubmitSync({PasidCacheInv(1, 5, 3)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({PasidCacheInv(1, 5, 3)}).ok());
   EXPECT_EQ(Read(0x5000, 3), 0x1111u);  // IOTLB still holds the old translation
-  ASSERT_TRUE(env_->driver->SubmitSync({PIotlbPasid(5, 3)}).ok());
+  ASSERT_TRUE(env_->driver->Invalidate({PIotlbPasid(5, 3)}).ok());
   EXPECT_EQ(Read(0x5000, 3), 0x2222u);
 }
 

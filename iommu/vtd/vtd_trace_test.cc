@@ -55,7 +55,7 @@ TEST(VtdTraceTest, FilteredClassWritesNothing) {
 TEST(VtdTraceTest, QueuedDescriptorsExecuted) {
   auto env = Env("", true);
   TraceCapture trace;
-  ASSERT_TRUE(env->driver->SubmitSync({testing::IotlbDomain(7)}).ok());
+  ASSERT_TRUE(env->driver->Invalidate({testing::IotlbDomain(7)}).ok());
   std::vector<std::string> lines = trace.Lines("vtd qi ");
   ASSERT_EQ(lines.size(), 2u);  // the IOTLB descriptor, then the driver's wait
   EXPECT_THAT(lines[0], HasSubstr("type=2 name=iotlb-inv g=2 did=7 qw0=0x70022 qw1=0x0"));
@@ -79,7 +79,7 @@ TEST(VtdTraceTest, PageRequestAndResponse) {
   r.access = kDmaRead | kDmaWrite;
   r.group_index = 3;
   ASSERT_TRUE(env->iommu->ForRequester(kRid).SendPageRequest(r).ok());
-  ASSERT_TRUE(env->driver->SubmitSync({testing::PageGroupResponse(kRid, 5, 0, 3)}).ok());
+  ASSERT_TRUE(env->driver->Invalidate({testing::PageGroupResponse(kRid, 5, 0, 3)}).ok());
   EXPECT_THAT(trace.Lines("vtd page-"),
               ElementsAre("vtd page-request rid=00:05.0 pasid=5 addr=0x12345000 access=rw group=3 last=1 result=queue",
                           "vtd page-response rid=00:05.0 pasid=5 group=3 code=0 result=success"));

@@ -15,12 +15,21 @@
 #include "devices/pci_host.h"
 #include "devices/testdev/dma_test_device.h"
 #include "iommu/testing/table_builder.h"
+#include "iommu/vtd/testing/linux_vtd_driver.h"
 #include "iommu/vtd/testing/vtd_builders.h"
 #include "iommu/vtd/vtd_iommu.h"
-#include "tests/machine/linux_vtd_driver.h"
 #include "vmm/guest_memory.h"
 
 namespace ionest::machine_test {
+
+// The Linux-like VT-d driver of iommu/vtd/testing, here driving the model through MMIO.
+using vtd::InvDescriptor;
+using vtd::testing::BootOptions;
+using vtd::testing::FaultRecord;
+using vtd::testing::LinuxVtdDriver;
+using vtd::testing::PageAllocator;
+using vtd::testing::PageRequestSeen;
+using vtd::testing::QiResult;
 
 struct MachineOptions {
   std::string profile;  // VtdProfile option string

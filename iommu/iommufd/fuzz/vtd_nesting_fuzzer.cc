@@ -52,7 +52,7 @@ using vtd::InvDescriptor;
 using vtd::VtdIommu;
 using vtd::VtdProfile;
 using vtd::fuzz::FuzzInput;
-using vtd::testing::VtdTestDriver;
+using vtd::testing::LinuxVtdDriver;
 using vtd::testing::VtdTestEnv;
 using namespace vtd::testing;  // NOLINT: descriptor builders
 
@@ -268,7 +268,7 @@ void CheckInvariants(State& s) {
 // cleared, fetching resumes. The queue must drain after at most one recovery per descriptor.
 void RecoverQueue(State& s, size_t submitted) {
   VtdIommu& iommu = *s.env->iommu;
-  VtdTestDriver& drv = *s.env->driver;
+  LinuxVtdDriver& drv = *s.env->driver;
   for (size_t round = 0; round <= submitted + 1; ++round) {
     const uint32_t fsts = static_cast<uint32_t>(iommu.ReadRegister(vtd::kFstsReg, 4));
     if (!(fsts & (vtd::kFstsIqe | vtd::kFstsIce | vtd::kFstsIte))) return;
@@ -361,7 +361,7 @@ void SubmitDescriptors(State& s, FuzzInput& in) {
   const size_t n = 1 + (b & 7);
   for (size_t i = 0; i < n && !in.empty(); ++i) batch.push_back(FuzzDescriptor(s, in));
   for (const InvDescriptor& d : batch) TRACE("  desc %#llx %#llx\n", (unsigned long long)d.qw[0], (unsigned long long)d.qw[1]);
-  absl::Status st = (b & 0x80) ? s.env->driver->Submit(batch) : s.env->driver->SubmitSync(batch);
+  absl::Status st = (b & 0x80) ? s.env->driver->SubmitRaw(batch) : s.env->driver->Invalidate(batch, QiErrors::kLeave);
   TRACE("  submitted%s: %s\n", (b & 0x80) ? "" : " with wait", st.ToString().c_str());
   RecoverQueue(s, batch.size() + 1);
 }
@@ -600,7 +600,7 @@ bool GuestReset(State& s) {
   if (++s.resets > kMaxResets) return true;
   s.env->iommu->Reset();
   // The guest boots again: a fresh driver (new root table and queue) over the same RAM.
-  s.env->driver = std::make_unique<VtdTestDriver>(*s.env->iommu, *s.env->memory, *s.env->alloc);
+  s.env->driver = std::make_unique<LinuxVtdDriver>(*s.env->iommu, *s.env->memory, *s.env->alloc);
   if (!s.env->driver->Init(s.scalable).ok()) return false;
   if (s.prq && !s.env->driver->EnablePageRequests(0xfee00000, 0x40).ok()) return false;
   return true;
@@ -643,7 +643,7 @@ void Boot(State& s, uint8_t opts) {
   s.env->driver->EnableTranslation().IgnoreError();
   std::vector<InvDescriptor> inv = {CcGlobal(), IotlbGlobal()};
   if (s.scalable) inv.push_back(PasidCacheInv(3, 0, 0));
-  s.env->driver->SubmitSync(inv).IgnoreError();
+  s.env->driver->Invalidate(inv, QiErrors::kLeave).IgnoreError();
 }
 
 // Host requests not yet consumed are taken back so they cannot hit the backend's teardown.

@@ -7,6 +7,7 @@
 
 #include "iommu/vtd/fuzz/fuzz_input.h"
 #include "iommu/vtd/registers.h"
+#include "iommu/vtd/testing/linux_vtd_driver.h"
 #include "iommu/vtd/testing/vtd_builders.h"
 #include "iommu/vtd/vtd_iommu.h"
 #include "vmm/guest_memory.h"
@@ -38,7 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   testing::RecordingDmaClient client;
   iommu.ForRequester(0x18).SetClient(&client);
   iommu_testing::PageAllocator alloc(ram, kPool, kRam - kPool);
-  testing::VtdTestDriver driver(iommu, ram, alloc);
+  testing::LinuxVtdDriver driver(iommu, ram, alloc);
   if (!driver.Init(profile.scalable_mode).ok()) __builtin_trap();  // a valid setup must work
   if (flags & 2) driver.EnableInterruptRemapping(4).IgnoreError();
   if ((flags & 4) && profile.scalable_mode) driver.EnablePageRequests(0xfee00000, 0x40).IgnoreError();

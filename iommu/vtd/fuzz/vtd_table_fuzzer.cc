@@ -62,7 +62,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (c.ok() && c.entry->scalable) {
       (void)ionest::vtd::ReadPasidEntry(*e.memory, e.iommu->profile(), *c.entry, attrs.pasid.value_or(0));
     }
-    if (flags & 0x80) (void)e.driver->SubmitSync({ionest::vtd::testing::CcGlobal(), ionest::vtd::testing::IotlbGlobal()});
+    if (flags & 0x80)
+      (void)e.driver->Invalidate({ionest::vtd::testing::CcGlobal(), ionest::vtd::testing::IotlbGlobal()},
+                                 ionest::vtd::testing::QiErrors::kLeave);
   }
   return 0;
 }

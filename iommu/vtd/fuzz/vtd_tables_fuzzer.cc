@@ -9,6 +9,7 @@
 
 #include "iommu/vtd/fuzz/fuzz_input.h"
 #include "iommu/vtd/registers.h"
+#include "iommu/vtd/testing/linux_vtd_driver.h"
 #include "iommu/vtd/testing/vtd_builders.h"
 #include "iommu/vtd/vtd_iommu.h"
 #include "vmm/guest_memory.h"
@@ -47,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   testing::RecordingMsiSink cpu;
   VtdIommu iommu(ram, cpu, profile);
   iommu_testing::PageAllocator alloc(ram, kDriverPool, kRam - kDriverPool);
-  testing::VtdTestDriver driver(iommu, ram, alloc);
+  testing::LinuxVtdDriver driver(iommu, ram, alloc);
   Check(driver.Init(profile.scalable_mode).ok());
 
   // Fill the table pool: a table-size prefix of the input, pointer-ised.
@@ -109,7 +110,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         // Invalidations in between (both mode's flavours) keep the caches honest.
         std::vector<InvDescriptor> inv = {testing::CcGlobal(), testing::IotlbGlobal()};
         if (profile.scalable_mode) inv.push_back(testing::PasidCacheInv(3, 0, 0));
-        driver.SubmitSync(inv).IgnoreError();
+        driver.Invalidate(inv, testing::QiErrors::kLeave).IgnoreError();
         PageRequest r{rid, attrs.pasid, iova & ~0xfffull, access, true, static_cast<uint16_t>(op)};
         space.SendPageRequest(r).IgnoreError();
         break;

@@ -1,6 +1,6 @@
 // Test/fuzz tooling for the VT-d model: builders of root/context/PASID tables and IRTEs in (fake)
-// guest memory, invalidation descriptor encoders, a queue submitter, a driver that programs the
-// registers the way Linux 6.12's intel-iommu does, and recording MSI sinks / DMA clients.
+// guest memory, invalidation descriptor encoders and recording MSI sinks / DMA clients. The driver
+// that programs the registers the way Linux 6.12's intel-iommu does is linux_vtd_driver.h.
 // Host-side tooling: inputs are trusted, errors are absl::Status. Not thread-safe unless stated.
 #pragma once
 
@@ -128,55 +128,6 @@ InvDescriptor PasidCacheInv(uint8_t granularity, uint16_t did, uint32_t pasid);
 InvDescriptor PDevTlb(uint16_t sid, uint32_t pasid, uint64_t addr, bool size_bit = false);
 InvDescriptor PageGroupResponse(uint16_t rid, std::optional<uint32_t> pasid, uint8_t code, uint16_t index,
                                 bool last = true);
-
-// ----- A driver programming the registers like Linux 6.12 (notes §2 boot order) -----
-
-class VtdTestDriver {
- public:
-  // `alloc` provides pages for the root table, invalidation queue, IRT, page request queue.
-  VtdTestDriver(VtdIommu& iommu, PhysMemory& memory, PageAllocator& alloc);
-
-  // Root table (legacy or scalable per `scalable`) + SRTP; QI with DW = ECAP.SMTS, QS=1.
-  absl::Status Init(bool scalable);
-  VtdTableBuilder& tables() { return *tables_; }
-
-  absl::Status EnableTranslation();
-  absl::Status DisableTranslation();
-  // IRTA = irt | EIME | S, SIRTP, global IEC, IRE; CFI cleared.
-  absl::Status EnableInterruptRemapping(uint32_t entries_log2 = 8, bool x2apic = true);
-  absl::Status WriteIrte(uint32_t index, const IrteSpec& s);
-  // PQH=PQT=0, PQA = base | 4 (64 KiB), page request MSI.
-  absl::Status EnablePageRequests(uint64_t msi_address, uint32_t msi_data);
-  void SetFaultMsi(uint64_t address, uint32_t data);
-
-  // Writes the descriptors at the tail and moves IQT (no wait descriptor).
-  absl::Status Submit(const std::vector<InvDescriptor>& descriptors);
-  // Submit + a wait descriptor with status write; fails if the status did not arrive (IQE etc.).
-  absl::Status SubmitSync(const std::vector<InvDescriptor>& descriptors);
-
-  uint64_t queue_base() const { return iq_base_; }
-  uint32_t descriptor_bytes() const { return dw_ ? 32 : 16; }
-  uint64_t prq_base() const { return prq_base_; }
-  uint64_t irt_base() const { return irt_base_; }
-
-  // GCMD as Linux writes it: persistent bits shadow | one-shot.
-  void Command(uint32_t one_shot);
-  void SetPersistent(uint32_t bit, bool on);
-
- private:
-  VtdIommu& iommu_;
-  PhysMemory& memory_;
-  PageAllocator& alloc_;
-  std::optional<VtdTableBuilder> tables_;
-  uint32_t gcmd_ = 0;
-  bool dw_ = false;
-  uint64_t iq_base_ = 0;
-  uint32_t iq_tail_ = 0;  // byte offset
-  uint64_t status_page_ = 0;
-  uint32_t wait_seq_ = 0;
-  uint64_t irt_base_ = 0;
-  uint64_t prq_base_ = 0;
-};
 
 // ----- Recorders -----
 

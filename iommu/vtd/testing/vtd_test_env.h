@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "iommu/vtd/caps.h"
+#include "iommu/vtd/testing/linux_vtd_driver.h"
 #include "iommu/vtd/testing/vtd_builders.h"
 #include "iommu/vtd/vtd_iommu.h"
 #include "vmm/guest_memory.h"
@@ -21,7 +22,7 @@ struct VtdTestEnv {
   std::unique_ptr<PageAllocator> alloc;
   std::unique_ptr<RecordingMsiSink> cpu;
   std::unique_ptr<VtdIommu> iommu;
-  std::unique_ptr<VtdTestDriver> driver;
+  std::unique_ptr<LinuxVtdDriver> driver;  // on the model's registers directly
 
   // `ram_size` must exceed kTablePool (smaller RAM = faster fuzzing iterations).
   static absl::StatusOr<std::unique_ptr<VtdTestEnv>> Create(std::string_view profile_options = "",
@@ -36,7 +37,7 @@ struct VtdTestEnv {
     env->alloc = std::make_unique<PageAllocator>(*env->memory, kTablePool, ram_size - kTablePool);
     env->cpu = std::make_unique<RecordingMsiSink>();
     env->iommu = std::make_unique<VtdIommu>(*env->memory, *env->cpu, *profile);
-    env->driver = std::make_unique<VtdTestDriver>(*env->iommu, *env->memory, *env->alloc);
+    env->driver = std::make_unique<LinuxVtdDriver>(*env->iommu, *env->memory, *env->alloc);
     return env;
   }
 };

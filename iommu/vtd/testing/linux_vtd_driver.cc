@@ -1,14 +1,12 @@
-#include "tests/machine/linux_vtd_driver.h"
+#include "iommu/vtd/testing/linux_vtd_driver.h"
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
-#include "iommu/vtd/registers.h"
 
-namespace ionest::machine_test {
-
-using namespace vtd;
-using namespace vtd::testing;
+namespace ionest::vtd::testing {
 
 namespace {
 constexpr uint32_t kQiInUse = 1;  // dmar.c QI_IN_USE / QI_DONE
@@ -16,33 +14,26 @@ constexpr uint32_t kQiDone = 2;
 constexpr int kPollLimit = 10000;
 }  // namespace
 
-LinuxVtdDriver::LinuxVtdDriver(IoBus& mmio, uint64_t base, PhysMemory& memory, PageAllocator& alloc)
-    : mmio_(mmio), base_(base), memory_(memory), alloc_(alloc) {}
+uint64_t MmioVtdRegisters::Read(uint32_t reg, uint32_t size) {
+  uint8_t b[8] = {};
+  mmio_.Read(base_ + reg, b, size);
+  uint64_t v = 0;
+  std::memcpy(&v, b, size);
+  return v;
+}
 
-uint32_t LinuxVtdDriver::Read32(uint32_t reg) {
-  uint8_t b[4];
-  mmio_.Read(base_ + reg, b, 4);
-  uint32_t v;
-  std::memcpy(&v, b, 4);
-  return v;
-}
-uint64_t LinuxVtdDriver::Read64(uint32_t reg) {
+void MmioVtdRegisters::Write(uint32_t reg, uint64_t value, uint32_t size) {
   uint8_t b[8];
-  mmio_.Read(base_ + reg, b, 8);
-  uint64_t v;
-  std::memcpy(&v, b, 8);
-  return v;
+  std::memcpy(b, &value, 8);
+  mmio_.Write(base_ + reg, b, size);
 }
-void LinuxVtdDriver::Write32(uint32_t reg, uint32_t v) {
-  uint8_t b[4];
-  std::memcpy(b, &v, 4);
-  mmio_.Write(base_ + reg, b, 4);
-}
-void LinuxVtdDriver::Write64(uint32_t reg, uint64_t v) {
-  uint8_t b[8];
-  std::memcpy(b, &v, 8);
-  mmio_.Write(base_ + reg, b, 8);
-}
+
+LinuxVtdDriver::LinuxVtdDriver(std::unique_ptr<VtdRegisters> regs, PhysMemory& memory, PageAllocator& alloc)
+    : regs_(std::move(regs)), memory_(memory), alloc_(alloc) {}
+LinuxVtdDriver::LinuxVtdDriver(IoBus& mmio, uint64_t base, PhysMemory& memory, PageAllocator& alloc)
+    : LinuxVtdDriver(std::make_unique<MmioVtdRegisters>(mmio, base), memory, alloc) {}
+LinuxVtdDriver::LinuxVtdDriver(VtdIommu& iommu, PhysMemory& memory, PageAllocator& alloc)
+    : LinuxVtdDriver(std::make_unique<DirectVtdRegisters>(iommu), memory, alloc) {}
 
 absl::Status LinuxVtdDriver::WaitStatus(uint32_t bit, bool set) {
   // IOMMU_WAIT_OP (iommu.h:365-376): poll GSTS, give up eventually (Linux panics).
@@ -57,9 +48,9 @@ absl::Status LinuxVtdDriver::SetPersistent(uint32_t bit, bool on) {
   return WaitStatus(bit, on);
 }
 
-absl::StatusOr<uint64_t> LinuxVtdDriver::AllocContiguous(unsigned pages) {
+absl::StatusOr<uint64_t> LinuxVtdDriver::AllocContiguous(uint64_t pages) {
   uint64_t first = 0;
-  for (unsigned i = 0; i < pages; ++i) {
+  for (uint64_t i = 0; i < pages; ++i) {
     absl::StatusOr<uint64_t> p = alloc_.AllocPage();
     if (!p.ok()) return p.status();
     if (i == 0) first = *p;
@@ -68,15 +59,39 @@ absl::StatusOr<uint64_t> LinuxVtdDriver::AllocContiguous(unsigned pages) {
   return first;
 }
 
-absl::Status LinuxVtdDriver::Boot(const BootOptions& o) {
+void LinuxVtdDriver::ReadCapabilities() {
   cap_ = Read64(kCapReg);
   ecap_ = Read64(kEcapReg);
-  scalable_ = o.scalable;
   // Shadow of the persistent GCMD bits seeded from GSTS (dmar.c:1123-1129).
   gcmd_ = Read32(kGstsReg) & (kGcmdTe | kGcmdQie | kGcmdIre | kGcmdCfi);
-  ReadAndClearFaults();
+}
 
-  // 1. dmar_enable_qi (dmar.c:1652-1688).
+absl::Status LinuxVtdDriver::Boot(const BootOptions& o) {
+  ReadCapabilities();
+  ReadAndClearFaults();
+  // 1. dmar_enable_qi, then interrupt remapping (enable_IR_x2apic).
+  if (absl::Status s = EnableQueuedInvalidation(); !s.ok()) return s;
+  if (o.interrupt_remapping && ((ecap_ >> 3) & 1)) {
+    // Linux: INTR_REMAP_TABLE_ENTRIES = 65536 (1 MiB); EIME when the hardware has EIM.
+    if (absl::Status s = EnableInterruptRemapping(16, (ecap_ >> 4) & 1); !s.ok()) return s;
+  }
+  // 2. init_dmars (iommu.c:2296-2430).
+  if (absl::Status s = SetRootTable(o.scalable); !s.ok()) return s;
+  const bool pasid = (ecap_ >> 40) & 1, prs = (ecap_ >> 29) & 1;
+  if (o.page_requests && o.scalable && pasid && prs) {
+    if (absl::Status s = EnablePageRequests(o.prq_msi_address, o.prq_msi_data, o.prq_order); !s.ok()) return s;
+  }
+  SetFaultMsi(o.fault_msi_address, o.fault_msi_data);
+  return absl::OkStatus();
+}
+
+absl::Status LinuxVtdDriver::Init(bool scalable) {
+  ReadCapabilities();
+  if (absl::Status s = EnableQueuedInvalidation(); !s.ok()) return s;
+  return SetRootTable(scalable);
+}
+
+absl::Status LinuxVtdDriver::EnableQueuedInvalidation() {
   if (!((ecap_ >> 1) & 1)) return absl::FailedPreconditionError("ECAP.QI clear");
   dw_ = (ecap_ >> 43) & 1;  // DW follows ECAP.SMTS even with sm_off
   const unsigned qs = dw_ ? 1 : 0;
@@ -93,83 +108,82 @@ absl::Status LinuxVtdDriver::Boot(const BootOptions& o) {
   iq_tail_ = 0;
   Write64(kIqtReg, 0);
   Write64(kIqaReg, iq_base_ | (dw_ ? (1u << 11) : 0u) | qs);
-  if (absl::Status s = SetPersistent(kGcmdQie, true); !s.ok()) return s;
+  return SetPersistent(kGcmdQie, true);
+}
 
-  // Interrupt remapping (irq_remapping.c:458-517): IRTA = base | EIME | S, SIRTP, global IEC, IRE.
-  if (o.interrupt_remapping && ((ecap_ >> 3) & 1)) {
-    irt_entries_log2_ = 16;  // Linux: INTR_REMAP_TABLE_ENTRIES = 65536 (1 MiB)
-    absl::StatusOr<uint64_t> irt = AllocContiguous(256);
-    if (!irt.ok()) return irt.status();
-    irt_base_ = *irt;
-    Write64(kIrtaReg, irt_base_ | (((ecap_ >> 4) & 1) ? (1u << 11) : 0u) | (irt_entries_log2_ - 1));
-    Command(kGcmdSirtp);
-    if (absl::Status s = WaitStatus(kGcmdSirtp, true); !s.ok()) return s;
-    if (!((cap_ >> 62) & 1))  // unless ESIRTPS
-      if (absl::Status s = Invalidate({IecGlobal()}); !s.ok()) return s;
-    if (absl::Status s = SetPersistent(kGcmdIre, true); !s.ok()) return s;
-    if (Read32(kGstsReg) & kGcmdCfi)
-      if (absl::Status s = SetPersistent(kGcmdCfi, false); !s.ok()) return s;
-  }
+absl::Status LinuxVtdDriver::EnableInterruptRemapping(uint32_t entries_log2, bool x2apic) {
+  const uint64_t bytes = (uint64_t{1} << entries_log2) * 16;
+  absl::StatusOr<uint64_t> irt = AllocContiguous(std::max<uint64_t>(bytes / 4096, 1));
+  if (!irt.ok()) return irt.status();
+  irt_base_ = *irt;
+  Write64(kIrtaReg, irt_base_ | (x2apic ? (1u << 11) : 0u) | ((entries_log2 - 1) & 0xf));
+  Command(kGcmdSirtp);
+  if (absl::Status s = WaitStatus(kGcmdSirtp, true); !s.ok()) return s;
+  if (!((cap_ >> 62) & 1))  // unless ESIRTPS
+    if (absl::Status s = Invalidate({IecGlobal()}); !s.ok()) return s;
+  if (absl::Status s = SetPersistent(kGcmdIre, true); !s.ok()) return s;
+  if (Read32(kGstsReg) & kGcmdCfi) return SetPersistent(kGcmdCfi, false);
+  return absl::OkStatus();
+}
 
-  // 2. init_dmars (iommu.c:2296-2430).
+absl::Status LinuxVtdDriver::SetRootTable(bool scalable) {
   if ((cap_ >> 4) & 1) {  // RWBF
     Command(kGcmdWbf);
     if (absl::Status s = WaitStatus(kGcmdWbf, false); !s.ok()) return s;
   }
-  tables_.emplace(memory_, alloc_, o.scalable);
+  tables_.emplace(memory_, alloc_, scalable);
   if (absl::Status s = tables_->Init(); !s.ok()) return s;
   Write64(kRtaddrReg, tables_->rtaddr());
   Command(kGcmdSrtp);
   if (absl::Status s = WaitStatus(kGcmdSrtp, true); !s.ok()) return s;
-  if (!((cap_ >> 63) & 1)) {  // unless ESRTPS (iommu.c:1120-1151)
-    std::vector<InvDescriptor> inv = {CcGlobal()};
-    if (o.scalable) inv.push_back(PasidCacheInv(3, 0, 0));
-    inv.push_back(IotlbGlobal());
-    if (absl::Status s = Invalidate(inv); !s.ok()) return s;
-  }
-  const bool pasid = (ecap_ >> 40) & 1, prs = (ecap_ >> 29) & 1;
-  if (o.page_requests && o.scalable && pasid && prs) {  // intel_iommu_enable_prq (prq.c:292-338)
-    absl::StatusOr<uint64_t> prq = AllocContiguous(1u << o.prq_order);
-    if (!prq.ok()) return prq.status();
-    prq_base_ = *prq;
-    prq_bytes_ = 4096u << o.prq_order;
-    Write64(kPqhReg, 0);
-    Write64(kPqtReg, 0);
-    Write64(kPqaReg, prq_base_ | o.prq_order);
-    Write32(kPedataReg, o.prq_msi_data);
-    Write32(kPeaddrReg, static_cast<uint32_t>(o.prq_msi_address));
-    Write32(kPeuaddrReg, static_cast<uint32_t>(o.prq_msi_address >> 32));
-    Write32(kPectlReg, 0);
-  }
-  // dmar_set_interrupt (dmar.c:2037-2058).
-  Write32(kFedataReg, o.fault_msi_data);
-  Write32(kFeaddrReg, static_cast<uint32_t>(o.fault_msi_address));
-  Write32(kFeuaddrReg, static_cast<uint32_t>(o.fault_msi_address >> 32));
-  Write32(kFectlReg, 0);
+  if ((cap_ >> 63) & 1) return absl::OkStatus();  // ESRTPS
+  std::vector<InvDescriptor> inv = {CcGlobal()};
+  if (scalable) inv.push_back(PasidCacheInv(3, 0, 0));
+  inv.push_back(IotlbGlobal());
+  return Invalidate(inv);
+}
+
+absl::Status LinuxVtdDriver::EnablePageRequests(uint64_t msi_address, uint32_t msi_data, uint32_t order) {
+  absl::StatusOr<uint64_t> prq = AllocContiguous(uint64_t{1} << order);
+  if (!prq.ok()) return prq.status();
+  prq_base_ = *prq;
+  prq_bytes_ = 4096u << order;
+  Write64(kPqhReg, 0);
+  Write64(kPqtReg, 0);
+  Write64(kPqaReg, prq_base_ | order);
+  Write32(kPedataReg, msi_data);
+  Write32(kPeaddrReg, static_cast<uint32_t>(msi_address));
+  Write32(kPeuaddrReg, static_cast<uint32_t>(msi_address >> 32));
+  Write32(kPectlReg, 0);
   return absl::OkStatus();
 }
 
-absl::Status LinuxVtdDriver::EnableTranslation() { return SetPersistent(kGcmdTe, true); }
-absl::Status LinuxVtdDriver::DisableTranslation() { return SetPersistent(kGcmdTe, false); }
-
-void LinuxVtdDriver::SubmitRaw(const std::vector<InvDescriptor>& descriptors) {
-  const uint32_t qbytes = kQueueBytes << (dw_ ? 1 : 0);
-  for (const InvDescriptor& d : descriptors) {
-    memory_.Write(iq_base_ + iq_tail_, d.qw.data(), descriptor_bytes()).IgnoreError();
-    iq_tail_ = (iq_tail_ + descriptor_bytes()) % qbytes;
-  }
-  Write64(kIqtReg, iq_tail_);
+void LinuxVtdDriver::SetFaultMsi(uint64_t address, uint32_t data) {
+  Write32(kFedataReg, data);
+  Write32(kFeaddrReg, static_cast<uint32_t>(address));
+  Write32(kFeuaddrReg, static_cast<uint32_t>(address >> 32));
+  Write32(kFectlReg, 0);
 }
 
-QiResult LinuxVtdDriver::SubmitSync(const std::vector<InvDescriptor>& descriptors) {
+absl::Status LinuxVtdDriver::SubmitRaw(const std::vector<InvDescriptor>& descriptors) {
+  absl::Status status;
+  for (const InvDescriptor& d : descriptors) {
+    status.Update(memory_.Write(iq_base_ + iq_tail_, d.qw.data(), descriptor_bytes()));
+    iq_tail_ = (iq_tail_ + descriptor_bytes()) % queue_bytes();
+  }
+  Write64(kIqtReg, iq_tail_);
+  return status;
+}
+
+QiResult LinuxVtdDriver::SubmitSync(const std::vector<InvDescriptor>& descriptors, QiErrors errors) {
   QiResult r;
-  const uint32_t qbytes = kQueueBytes << (dw_ ? 1 : 0);
+  const uint32_t qbytes = queue_bytes();
   memory_.WriteObj<uint32_t>(status_addr_, kQiInUse).IgnoreError();
   const uint32_t first = iq_tail_;
   const InvDescriptor wait = Wait(status_addr_, kQiDone);
   std::vector<InvDescriptor> all = descriptors;
   all.push_back(wait);
-  SubmitRaw(all);
+  SubmitRaw(all).IgnoreError();
   for (int i = 0; i < kPollLimit; ++i) {
     absl::StatusOr<uint32_t> s = memory_.ReadObj<uint32_t>(status_addr_);
     if (s.ok() && *s == kQiDone) {
@@ -181,6 +195,7 @@ QiResult LinuxVtdDriver::SubmitSync(const std::vector<InvDescriptor>& descriptor
     if (fsts & kFstsIqe) {
       r.iqe = true;
       r.iqei = Read64(kIqercdReg) & 0xf;
+      if (errors == QiErrors::kLeave) return r;
       const uint32_t head = static_cast<uint32_t>(Read64(kIqhReg)) & (qbytes - 1);
       // Overwrite the offending descriptor with the wait descriptor and clear IQE.
       const uint32_t span = (iq_tail_ + qbytes - first) % qbytes;
@@ -190,22 +205,26 @@ QiResult LinuxVtdDriver::SubmitSync(const std::vector<InvDescriptor>& descriptor
     }
     if (fsts & kFstsIte) {
       r.ite = true;
+      if (errors == QiErrors::kLeave) return r;
       Write32(kFstsReg, kFstsIte);
       return r;  // Linux restarts the submission; callers here inspect the result
     }
-    if (fsts & kFstsIce) Write32(kFstsReg, kFstsIce);
+    if (fsts & kFstsIce) {
+      if (errors == QiErrors::kLeave) return r;
+      Write32(kFstsReg, kFstsIce);
+    }
   }
   return r;
 }
 
-absl::Status LinuxVtdDriver::Invalidate(const std::vector<InvDescriptor>& descriptors) {
-  QiResult r = SubmitSync(descriptors);
+absl::Status LinuxVtdDriver::Invalidate(const std::vector<InvDescriptor>& descriptors, QiErrors errors) {
+  QiResult r = SubmitSync(descriptors, errors);
   if (r.completed && !r.iqe && !r.ite) return absl::OkStatus();
-  return absl::InternalError(absl::StrFormat("QI failed: completed=%d iqe=%d (iqei %d) ite=%d FSTS=%#x IQH=%#x IQT=%#x",
-                                             r.completed, r.iqe, r.iqei, r.ite, Read32(kFstsReg), Read64(kIqhReg),
-                                             Read64(kIqtReg)));
+  return absl::InternalError(
+      absl::StrFormat("QI failed: completed=%d iqe=%d (iqei %d) ite=%d FSTS=%#x IQERCD=%#x IQH=%#x IQT=%#x",
+                      r.completed, r.iqe, r.iqei, r.ite, Read32(kFstsReg), Read64(kIqercdReg), Read64(kIqhReg),
+                      Read64(kIqtReg)));
 }
-
 absl::Status LinuxVtdDriver::AttachLegacy(uint16_t rid, const LegacyContextSpec& spec) {
   if (absl::Status s = tables_->SetLegacyContext(rid, spec); !s.ok()) return s;
   // CM=1: context-cache device-selective with DID 0 + domain-selective IOTLB (notes §3).
@@ -328,4 +347,4 @@ absl::Status LinuxVtdDriver::WriteIrte(uint32_t index, const IrteSpec& spec) {
   return Invalidate({IecIndex(static_cast<uint16_t>(index), 0)});
 }
 
-}  // namespace ionest::machine_test
+}  // namespace ionest::vtd::testing
