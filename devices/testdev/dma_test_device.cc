@@ -777,9 +777,11 @@ void DmaTestDevice::FunctionLevelReset() {
     // Fence: requests of the current job finish before the gate is ours; after the epoch bump the
     // job is stale and issues nothing more (§6.6.2: the function becomes quiescent). Drop a queued
     // job, cancel the pending page request group, wake every wait of the running job.
+    flr_pending_.store(true);
     absl::WriterMutexLock gate(&gate_);
     absl::MutexLock l(&mu_);
     epoch_.fetch_add(1);
+    flr_pending_.store(false);
     in_flr_ = true;
     queued_.reset();
     if (pending_) pending_->cancelled = true;

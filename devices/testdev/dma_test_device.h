@@ -177,7 +177,8 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   void AddJobStat(const Job& job, uint32_t reg, uint64_t n = 1) ABSL_LOCKS_EXCLUDED(mu_);
   bool AbortRequested(const Job& job) ABSL_LOCKS_EXCLUDED(mu_);
   // An FLR started after the job's doorbell: it must issue no further request or register update.
-  bool Stale(const Job& job) const { return job.epoch != epoch_.load(); }
+  // A job is stale once an FLR has begun (flr_pending_) and for good after its epoch bump.
+  bool Stale(const Job& job) const { return flr_pending_.load() || job.epoch != epoch_.load(); }
   void UpdatePriStopped() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // DEVCTL.Initiate FLR was written as 1 (on the guest's vCPU thread).
   void FunctionLevelReset() ABSL_LOCKS_EXCLUDED(flr_mu_, gate_, mu_);
@@ -194,6 +195,10 @@ class DmaTestDevice final : public PciDevice, public DmaClient {
   absl::Mutex gate_ ABSL_ACQUIRED_BEFORE(mu_);
   // Incremented by each FLR with gate_ (exclusive) and mu_ held: stable under either lock.
   std::atomic<uint64_t> epoch_{0};
+  // Set by an FLR before it waits for gate_ (exclusive), cleared after the epoch bump: the worker
+  // stops taking gate_ for the old job at once, so the FLR is not starved by a job that re-takes
+  // gate_ (shared) request after request.
+  std::atomic<bool> flr_pending_{false};
   absl::Mutex mu_;
   absl::CondVar cv_;  // job queued / response arrived / abort / FLR / shutdown / job finished
   uint64_t regs_[dmatest::kRegCount / 8] ABSL_GUARDED_BY(mu_) = {};
