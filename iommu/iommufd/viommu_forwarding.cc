@@ -128,11 +128,11 @@ absl::Status ViommuForwarder::AttachDomain(uint32_t ep, uint32_t domain, const s
   // failure leaves it where it was (the IOAS and its mappings go with IOMMU_DESTROY).
   absl::StatusOr<uint32_t> ioas = ops_.AllocIoas();
   if (!ioas.ok()) return HostError(ioas.status(), absl::StrFormat("IOAS for domain %u", domain));
-  Space space{*ioas, {}, 0};
+  Space space{*ioas, {}, {}};
   absl::Status s;
   for (const Mapping& m : *replay) {
     if (s = MapOne(*ioas, m); !s.ok()) break;
-    ++space.areas;
+    space.areas[m.virt_start] = m.virt_end;
   }
   spaces_[domain] = std::move(space);
   if (s.ok()) s = Move(st->second, ep, Where::kDomain, domain, *ioas);
@@ -154,7 +154,7 @@ absl::Status ViommuForwarder::Map(uint32_t domain, const Mapping& m) {
   auto sp = spaces_.find(domain);
   if (sp == spaces_.end()) return absl::InternalError(absl::StrFormat("domain %u has no host IOAS", domain));
   if (absl::Status s = MapOne(sp->second.ioas, m); !s.ok()) return s;
-  ++sp->second.areas;
+  sp->second.areas[m.virt_start] = m.virt_end;
   return absl::OkStatus();
 }
 
@@ -168,6 +168,8 @@ absl::Status ViommuForwarder::Unmap(uint32_t domain, uint64_t virt_start, uint64
     return HostError(s, absl::StrFormat("UNMAP [%#x, %#x] of domain %u", virt_start, virt_end, domain));
   }
   ++stats_.unmaps;
+  std::map<uint64_t, uint64_t>& areas = sp->second.areas;
+  areas.erase(areas.lower_bound(virt_start), areas.upper_bound(virt_end));
   return absl::OkStatus();
 }
 
@@ -205,7 +207,7 @@ ViommuForwardingStats ViommuForwarder::stats() const {
   ViommuForwardingStats s = stats_;
   s.spaces = spaces_.size();
   s.mapped_areas = 0;
-  for (const auto& [d, sp] : spaces_) s.mapped_areas += sp.areas;
+  for (const auto& [d, sp] : spaces_) s.mapped_areas += sp.areas.size();
   return s;
 }
 

@@ -105,7 +105,7 @@ class ViommuForwarder final : public VirtioIommuHost {
   struct Space {
     uint32_t ioas = 0;
     std::set<uint32_t> endpoints;  // attached to this IOAS
-    size_t areas = 0;
+    std::map<uint64_t, uint64_t> areas;  // IOAS areas: virt_start -> virt_end (at most the device's max_mappings)
   };
 
   ViommuForwarder(IommufdOps& ops, VirtioIommu& viommu, std::vector<RamRange> ram, uint32_t identity_ioas,
