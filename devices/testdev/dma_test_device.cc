@@ -476,7 +476,7 @@ uint8_t DmaTestDevice::AwaitStalls(const Job& job, const DmaFault& stalled, uint
     Translation t;
     {
       absl::ReaderMutexLock gate(&gate_);  // fenced by an FLR (see the header)
-      if (Stale(job)) break;
+      if (AbortRequested(job)) break;        // a guest abort, FLR or shutdown: no new stalls
       t = dma().Translate(page, 1, request, DmaAttrs{job.pasid});
     }
     if (!t.fault) continue;
@@ -498,7 +498,9 @@ uint8_t DmaTestDevice::AwaitStalls(const Job& job, const DmaFault& stalled, uint
     };
     while (!answered() && !abort_ && !shutdown_ && !Stale(job))
       if (cv_.WaitWithDeadline(&mu_, deadline)) break;
-    *code = stalls_.front().code;
+    // Empty only if a later job (after an FLR that outlived its quiesce wait) took stalls_ over;
+    // this job is stale then and ends below.
+    *code = stalls_.empty() ? std::nullopt : stalls_.front().code;
     for (const PendingStall& s : stalls_)
       if (!s.code) unanswered.push_back(s.stag);
     stalls_.clear();
